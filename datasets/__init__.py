@@ -1,0 +1,1 @@
+"""Shard writing and reading, dataset recipes and the built-in procedural motion data."""

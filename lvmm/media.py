@@ -1,0 +1,167 @@
+"""Thin video/image readers and writers over PyAV and Pillow.
+
+Frames are ``uint8`` arrays of shape ``(T, H, W, 3)`` everywhere in this module. Errors name the file
+and the problem, so that callers can report and skip a bad input.
+"""
+from __future__ import annotations
+
+import io
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_CRF = 18
+
+
+class MediaError(RuntimeError):
+    """An input file could not be read or decoded; the message names the file and the reason."""
+
+
+def video_info(path: str | os.PathLike) -> dict:
+    """Frame rate, frame count (if the container knows it), width and height of a video file."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: no video stream")
+            s = container.streams.video[0]
+            fps = float(s.average_rate or s.guessed_rate or 0) or None
+            return {"fps": fps, "frames": s.frames or None, "width": s.codec_context.width, "height": s.codec_context.height}
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(f"{path}: cannot open video ({type(e).__name__}: {e})") from e
+
+
+def read_video(source, max_frames: int | None = None) -> tuple[np.ndarray, float | None]:
+    """Decode every frame (or the first ``max_frames``) of a file path or bytes; returns (frames, fps)."""
+    import av
+
+    name = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
+    handle = str(source) if isinstance(source, (str, os.PathLike)) else io.BytesIO(source)
+    frames = []
+    try:
+        with av.open(handle) as container:
+            if not container.streams.video:
+                raise MediaError(f"{name}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(f"{name}: cannot decode video ({type(e).__name__}: {e})") from e
+    if not frames:
+        raise MediaError(f"{name}: no decodable frames")
+    return np.stack(frames), fps
+
+
+def _even(x: int) -> int:
+    return x + (x % 2)
+
+
+def encode_mp4(frames: np.ndarray, fps: float, crf: int = DEFAULT_CRF) -> bytes:
+    """Encode ``(T, H, W, 3)`` uint8 frames as H.264 mp4 bytes (yuv420p; odd sizes are padded by one)."""
+    import av
+
+    frames = np.asarray(frames, dtype=np.uint8)
+    t, h, w, _ = frames.shape
+    if (h % 2) or (w % 2):  # yuv420p needs even sizes: pad by edge replication
+        frames = np.pad(frames, ((0, 0), (0, _even(h) - h), (0, _even(w) - w), (0, 0)), mode="edge")
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "medium"}
+        for arr in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def encode_gif(frames: np.ndarray, fps: float, loop: int = 0) -> bytes:
+    """Encode frames as an animated GIF (Pillow, adaptive palette per frame)."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=loop, disposal=2)
+    return buf.getvalue()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write to a temporary name beside ``path`` and rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = DEFAULT_CRF) -> Path:
+    """Write frames as ``.mp4`` (H.264) or ``.gif``, or as numbered PNGs when ``path`` has no suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".mp4":
+        return atomic_write_bytes(path, encode_mp4(frames, fps, crf))
+    if suffix == ".gif":
+        return atomic_write_bytes(path, encode_gif(frames, fps))
+    if suffix == "":
+        path.mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(frames):
+            write_image(path / f"{i:05d}.png", f)
+        return path
+    raise ValueError(f"{path}: unsupported output format {suffix!r} (use .mp4, .gif, or a folder)")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB; raises :class:`MediaError` naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError as e:
+        raise MediaError(f"{path}: file not found") from e
+    except (UnidentifiedImageError, OSError) as e:
+        raise MediaError(f"{path}: not a readable image ({e})") from e
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an ``(H, W, 3)`` uint8 image (format from the suffix), atomically."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower(), "PNG")
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format=fmt)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def to_uint8(frames) -> np.ndarray:
+    """Float tensor/array in [0, 1] with channels first ``(..., 3, H, W)`` to uint8 channels last."""
+    import torch
+
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().float().cpu().numpy()
+    arr = np.clip(np.asarray(frames) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.moveaxis(arr, -3, -1)
+
+
+def to_float(frames: np.ndarray):
+    """uint8 ``(..., H, W, 3)`` to a float tensor in [0, 1] with channels first ``(..., 3, H, W)``."""
+    import torch
+
+    return torch.from_numpy(np.moveaxis(np.asarray(frames), -1, -3).copy()).float().div_(255.0)

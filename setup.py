@@ -1,0 +1,44 @@
+"""LVMM: a Large Visual Motion Model that brings still images to life.
+
+`stages/` and `datasets/` install as `lvmm.stages` and `lvmm.datasets`: a top-level package named
+`datasets` would shadow Hugging Face's `datasets` in users' environments.
+"""
+from setuptools import find_packages, setup
+
+packages = ["lvmm"] + [f"lvmm.{p}" for p in find_packages("lvmm")]
+packages += ["lvmm.stages"] + [f"lvmm.stages.{p}" for p in find_packages("stages")]
+packages += ["lvmm.datasets"] + [f"lvmm.datasets.{p}" for p in find_packages("datasets")]
+
+setup(
+    name="lvmm",
+    version="0.1.0",
+    description="Large Visual Motion Model: latent motion-field diffusion for image animation",
+    python_requires=">=3.10",
+    packages=packages,
+    package_dir={"lvmm": "lvmm", "lvmm.stages": "stages", "lvmm.datasets": "datasets"},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.4,<2.15",
+        "torchvision>=0.19,<0.30",
+        "pytorch-lightning>=2.6,<2.7",
+        "jsonargparse[signatures]>=4.32,<5",
+        "kornia>=0.7,<0.10",
+        "webdataset>=0.2.100,<1.1",
+        "wandb>=0.17,<0.32",
+        "einops>=0.7,<0.9",
+        "av>=12,<19",
+        "diffusers>=0.30,<0.43",
+        "safetensors>=0.4,<0.9",
+        "scikit-image>=0.22,<0.27",
+        "scipy>=1.11,<1.18",
+        "numpy>=1.26,<2.5",
+        "pillow>=10,<14",
+        "open-clip-torch>=2.24,<3.4",
+        "ftfy>=6.1,<7",
+        "regex>=2023.0",
+        "tqdm>=4.66,<5",
+        "matplotlib>=3.8,<3.12",
+        "pyyaml>=6,<7",
+    ],
+    extras_require={"dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"]},
+)

@@ -1,0 +1,1 @@
+"""LightningModules of stage one (motion accretion) and stage two (motion diffusion)."""
