@@ -27,7 +27,6 @@ INPUT_SIZE = 224  # the protocol's frame size
 BN_EPS = 1e-5
 # The reference head averages 2-frame windows over the full 7 x 7 map of a 224 x 224 input.
 POOL_FRAMES = 2
-TOTAL_STRIDE = 8  # time stride of the network: Conv3d_1a, MaxPool3d_4a and MaxPool3d_5a halve T
 WEIGHTS_SOURCE = (
     "Use the Kinetics-400 I3D in piergiaj/pytorch-i3d's key layout, e.g. VideoGPT's i3d_pretrained_400.pt "
     "(see docs/readme/evaluation.md); nothing is downloaded at run time."

@@ -1,0 +1,514 @@
+"""Evaluate generated videos against reference shards: FVD, FID on frames, LPIPS, PSNR and SSIM.
+
+    python tools/evaluate.py --generated out/mug --reference 'shards/mug-test-{000000..000003}.tar' \\
+        --protocol mug --i3d weights/i3d_pretrained_400.pt \\
+        --inception weights/pt_inception-2015-12-05-6726825d.pth \\
+        --lpips-backbone weights/alexnet-owt-7be5be79.pth --lpips-linear weights/lpips_v0.1_alex.pth \\
+        --seeds 0 --out results/mug
+    python tools/evaluate.py --config eval.yaml          # the same settings in a YAML file
+
+Generated videos: a folder of ``.mp4``/``.gif``/... files, ``.npy`` arrays (uint8 T x H x W x 3) or
+sub-folders of frame images, one per video. A file named after a reference sample's key (``KEY.mp4``,
+or ``KEY_seed3.mp4`` / ``KEY-seed3.mp4`` for several seeds) is paired with that sample for PSNR, SSIM
+and LPIPS. Every generated video must have the protocol's size and length; a mismatch is refused.
+
+Reference: webdataset shards (``mp4`` or ``frames.npy``, plus ``json``). Under a dataset protocol
+(mug, mhad, natops) only test samples count: the json's ``split`` must be ``test``, or its ``subject``
+one of ``--test-subjects``. Reference clips of another size are resized; longer clips are brought to the
+protocol length by frames evenly spaced in time; both are reported.
+
+Config file (YAML; CLI flags override it): the keys are the long option names (``generated``,
+``reference`` (a string or a list), ``protocol``, ``seeds``, ``metrics``, ``out``, ...), with the weight
+paths either flat (``i3d``, ``inception``, ``lpips_backbone``, ``lpips_linear``) or under ``weights:``.
+A generation config may carry these under an ``evaluate:`` section; other sections are then ignored.
+
+Output: the protocol and the numbers on stdout, ``metrics.json`` and ``metrics.md`` under ``--out``.
+Exit status 2 with a one-line message on a refused input.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lvmm.checkpoint import CheckpointError
+from lvmm.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, atomic_write_bytes, read_image, read_video
+from lvmm.metrics import frechet
+from lvmm.metrics.i3d import load_i3d
+from lvmm.metrics.inception import load_fid_inception
+from lvmm.metrics.lpips import load_lpips
+from lvmm.metrics.protocols import I3D_SIZE, INCEPTION_SIZE, Protocol, ReferenceSelectionError, get_protocol, keep_reference_sample
+from lvmm.metrics.video_metrics import InsufficientVideosError, PairedScores, VideoSetFeatures, fid, fvd, paired_scores
+from lvmm.metrics.weights import file_sha256
+
+ALL_METRICS = ("fvd", "fid", "lpips", "psnr", "ssim")
+PAIRED_METRICS = ("psnr", "ssim", "lpips")
+NPY_SUFFIX = ".npy"
+SEED_SUFFIX = re.compile(r"^(?P<key>.+?)[_-]seed(?P<seed>\d+)$")
+WEIGHT_OPTIONS = ("i3d", "inception", "lpips_backbone", "lpips_linear")
+METRIC_FORMAT = {"fvd": "{:.2f}", "fid": "{:.2f}", "lpips": "{:.4f}", "psnr": "{:.2f}", "ssim": "{:.4f}"}
+METRIC_TITLE = {"fvd": "FVD", "fid": "FID", "lpips": "LPIPS", "psnr": "PSNR (dB)", "ssim": "SSIM"}
+
+
+class EvaluationError(RuntimeError):
+    """An input was refused; the message says which and why."""
+
+
+# ----------------------------------------------------------------------------------------- options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file with any of the options below (CLI flags override it)")
+    p.add_argument("--generated", help="folder of generated videos")
+    p.add_argument("--reference", nargs="+", help="reference shards: brace patterns, globs or files")
+    p.add_argument("--protocol", help="mug, mhad, natops or custom (default: custom)")
+    p.add_argument("--metrics", help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all that the given weights and pairs allow)")
+    p.add_argument("--i3d", help="I3D Kinetics-400 weights (FVD)")
+    p.add_argument("--inception", help="FID Inception-v3 weights (FID)")
+    p.add_argument("--lpips-backbone", help="torchvision AlexNet weights (LPIPS)")
+    p.add_argument("--lpips-linear", help="LPIPS v0.1 alex.pth calibration weights (LPIPS)")
+    p.add_argument("--seeds", help="seeds the generated videos were made with, e.g. '0-3' or '0,5' (reported)")
+    p.add_argument("--test-subjects", help="comma-separated subjects of the test split, for shards without a 'split' field")
+    p.add_argument("--size", help="override the protocol's frame size, HxW or N")
+    p.add_argument("--frames", type=int, help="override the protocol's number of frames")
+    p.add_argument("--fvd-frames", type=int, help="feed I3D only the first N frames of each clip (e.g. 16)")
+    p.add_argument("--i3d-size", type=int, help="I3D input size (protocol: 224; change only for quick tests)")
+    p.add_argument("--inception-size", type=int, help="Inception input size (protocol: 299; change only for quick tests)")
+    p.add_argument("--batch-size", type=int, help="clips per I3D batch (default 8); does not change the results")
+    p.add_argument("--frame-batch-size", type=int, help="frames per Inception batch (default 64)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps, ...")
+    p.add_argument("--out", help="folder for metrics.json and metrics.md")
+    return p
+
+
+DEFAULTS = {"protocol": "custom", "batch_size": 8, "frame_batch_size": 64, "device": "auto"}
+
+
+def resolve_options(argv: list[str] | None) -> argparse.Namespace:
+    """CLI flags over the config file over the defaults."""
+    args = build_parser().parse_args(argv)
+    if args.config:
+        import yaml
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise EvaluationError(f"{path}: config file not found")
+        config = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(config, dict):
+            raise EvaluationError(f"{path}: expected a mapping of options")
+        strict = "evaluate" not in config
+        config = dict(config.get("evaluate", config))
+        config.update(config.pop("weights", None) or {})
+        known = set(vars(args)) - {"config"}
+        for key, value in config.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                if strict:
+                    raise EvaluationError(f"{path}: unknown option {key!r} (known: {', '.join(sorted(known))})")
+                continue
+            if getattr(args, name) is None:
+                if name == "reference" and isinstance(value, str):
+                    value = [value]
+                if name in ("seeds", "test_subjects", "metrics") and isinstance(value, list):
+                    value = ",".join(str(v) for v in value)
+                setattr(args, name, value)
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def parse_int_list(text: str | int | None) -> list[int] | None:
+    """'0-3,7' -> [0, 1, 2, 3, 7]."""
+    if text is None:
+        return None
+    values: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            values += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise EvaluationError(f"cannot read seeds from {text!r} (use e.g. '0-3' or '0,5')") from None
+    return values
+
+
+def parse_size(text: str | int | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)(?:x(\d+))?", str(text).strip().lower())
+    if not match:
+        raise EvaluationError(f"cannot read a size from {text!r} (use HxW or N)")
+    h = int(match.group(1))
+    return h, int(match.group(2) or h)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------- generated set
+
+
+@dataclass(frozen=True)
+class GeneratedVideo:
+    path: Path
+    key: str
+    seed: int | None
+
+
+def list_generated(folder: str | Path) -> list[GeneratedVideo]:
+    """The videos of a generated folder, sorted by name, with the reference key and seed of each."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: generated folder not found")
+    videos = []
+    for path in sorted(folder.iterdir()):
+        suffix = path.suffix.lower()
+        is_frames = path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+        if not (is_frames or suffix in VIDEO_SUFFIXES or suffix == NPY_SUFFIX):
+            continue
+        stem = path.name if path.is_dir() else path.stem
+        match = SEED_SUFFIX.match(stem)
+        videos.append(GeneratedVideo(path, match["key"] if match else stem, int(match["seed"]) if match else None))
+    if not videos:
+        raise EvaluationError(f"{folder}: no videos ({', '.join(VIDEO_SUFFIXES)}, {NPY_SUFFIX} or frame folders)")
+    return videos
+
+
+def read_generated(path: Path) -> np.ndarray:
+    """uint8 ``(T, H, W, 3)`` frames of one generated video."""
+    try:
+        if path.is_dir():
+            frames = [read_image(p) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+            return np.stack(frames)
+        if path.suffix.lower() == NPY_SUFFIX:
+            return _check_array(np.load(path, allow_pickle=False), str(path))
+        return read_video(path)[0]
+    except MediaError as e:
+        raise EvaluationError(str(e)) from e
+    except ValueError as e:  # a pickled or malformed .npy, or frames of unequal sizes
+        raise EvaluationError(f"{path}: cannot read frames ({e})") from e
+
+
+def _check_array(frames: np.ndarray, name: str) -> np.ndarray:
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise EvaluationError(f"{name}: expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    return frames
+
+
+def check_generated(videos: list[GeneratedVideo], protocol: Protocol) -> Protocol:
+    """Refuse generated videos of the wrong size or length; fill a custom protocol's size/length."""
+    for video in videos:
+        frames = read_generated(video.path)
+        t, h, w, _ = frames.shape
+        if protocol.height is None:  # custom protocol: the first video sets the standard
+            protocol = protocol.replace(height=h, width=w)
+        if protocol.num_frames is None:
+            protocol = protocol.replace(num_frames=t)
+        if (h, w) != (protocol.height, protocol.width):
+            raise EvaluationError(
+                f"{video.path}: generated video is {h}x{w}, protocol '{protocol.name}' needs {protocol.height}x{protocol.width}; "
+                "generate at the protocol's size (evaluation never resizes generated videos)"
+            )
+        if t != protocol.num_frames:
+            raise EvaluationError(f"{video.path}: generated video has {t} frames, protocol '{protocol.name}' needs {protocol.num_frames}")
+    if protocol.fvd_frames is not None and protocol.fvd_frames > protocol.num_frames:
+        raise EvaluationError(f"FVD on {protocol.fvd_frames} frames needs videos of at least that length, not {protocol.num_frames}")
+    return protocol
+
+
+# ---------------------------------------------------------------------------------- reference set
+
+
+def expand_shards(patterns: list[str]) -> list[str]:
+    """Brace patterns (``name-{000000..000009}.tar``), globs and plain paths -> existing shard files."""
+    from braceexpand import braceexpand
+
+    urls: list[str] = []
+    for pattern in patterns:
+        for name in braceexpand(str(pattern)):
+            matches = sorted(glob.glob(name)) if glob.has_magic(name) else [name]
+            if not matches or not all(Path(m).is_file() for m in matches):
+                raise EvaluationError(f"{name}: reference shard not found")
+            urls += matches
+    if not urls:
+        raise EvaluationError("no reference shards given (--reference)")
+    return urls
+
+
+def iter_reference(urls: list[str], split: str | None, subjects: list[str] | None, counts: dict) -> Iterator[tuple[str, np.ndarray, dict]]:
+    """Yield ``(key, frames uint8 (T, H, W, 3), json meta)`` of the reference samples that count."""
+    import webdataset as wds
+
+    dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+    for sample in dataset:
+        key = sample["__key__"]
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        try:
+            if not keep_reference_sample(meta, split, subjects, key):
+                counts["skipped"] += 1
+                continue
+        except ReferenceSelectionError as e:
+            raise EvaluationError(str(e)) from e
+        where = f"{sample.get('__url__', '?')} [{key}]"
+        if "frames.npy" in sample:
+            frames = _check_array(np.load(io.BytesIO(sample["frames.npy"]), allow_pickle=False), where)
+        elif "mp4" in sample:
+            try:
+                frames = read_video(sample["mp4"])[0]
+            except MediaError as e:
+                raise EvaluationError(f"{where}: {e}") from e
+        else:
+            raise EvaluationError(f"{where}: reference sample has neither 'mp4' nor 'frames.npy'")
+        yield key, frames, meta
+
+
+def conform_reference(frames: np.ndarray, protocol: Protocol, key: str, notes: dict) -> np.ndarray:
+    """Bring a reference clip to the protocol's size (bilinear, antialiased) and length (evenly spaced frames)."""
+    t, h, w, _ = frames.shape
+    if t < protocol.num_frames:
+        raise EvaluationError(f"reference sample {key} has {t} frames, fewer than the protocol's {protocol.num_frames}")
+    if t > protocol.num_frames:
+        notes["subsampled"] += 1
+        frames = frames[np.linspace(0, t - 1, protocol.num_frames).round().astype(int)]
+    if (h, w) != (protocol.height, protocol.width):
+        notes["resized_from"].add(f"{h}x{w}")
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+        x = F.interpolate(x, size=(protocol.height, protocol.width), mode="bilinear", align_corners=False, antialias=True)
+        frames = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return frames
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+
+def choose_metrics(args: argparse.Namespace) -> tuple[list[str], bool]:
+    """The metrics to compute and whether they were asked for explicitly."""
+    if args.metrics:
+        metrics = [m.strip().lower() for m in str(args.metrics).split(",") if m.strip()]
+        unknown = sorted(set(metrics) - set(ALL_METRICS))
+        if unknown:
+            raise EvaluationError(f"unknown metrics {unknown} (known: {', '.join(ALL_METRICS)})")
+        needs = {"fvd": ["i3d"], "fid": ["inception"], "lpips": ["lpips_backbone", "lpips_linear"]}
+        for metric in metrics:
+            missing = [f"--{w.replace('_', '-')}" for w in needs.get(metric, []) if not getattr(args, w)]
+            if missing:
+                raise EvaluationError(f"{metric.upper()} needs weights: pass {' and '.join(missing)}")
+        return metrics, True
+    metrics = ["psnr", "ssim"]
+    if args.i3d:
+        metrics.insert(0, "fvd")
+    if args.inception:
+        metrics.insert(1 if args.i3d else 0, "fid")
+    if args.lpips_backbone and args.lpips_linear:
+        metrics.append("lpips")
+    return metrics, False
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the evaluation described by resolved options; returns the report as a dict."""
+    if not args.generated:
+        raise EvaluationError("no generated folder given (--generated)")
+    if not args.reference:
+        raise EvaluationError("no reference shards given (--reference)")
+    try:
+        protocol = get_protocol(args.protocol)
+    except ValueError as e:
+        raise EvaluationError(str(e)) from e
+    size = parse_size(args.size)
+    protocol = protocol.replace(
+        height=size and size[0], width=size and size[1], num_frames=args.frames, fvd_frames=args.fvd_frames,
+        i3d_size=args.i3d_size, inception_size=args.inception_size,
+    )
+    metrics, explicit = choose_metrics(args)
+    subjects = [s.strip() for s in str(args.test_subjects).split(",") if s.strip()] if args.test_subjects else None
+    device = pick_device(args.device)
+    started = time.time()
+
+    urls = expand_shards(args.reference)  # fail on a missing shard before any heavy work
+    generated = list_generated(args.generated)
+    protocol = check_generated(generated, protocol)
+    if "fvd" in metrics and len(generated) < frechet.MIN_SAMPLES:
+        raise EvaluationError(f"FVD needs at least {frechet.MIN_SAMPLES} generated videos, {args.generated} has {len(generated)}")
+    by_key: dict[str, list[GeneratedVideo]] = {}
+    for video in generated:
+        by_key.setdefault(video.key, []).append(video)
+
+    try:
+        i3d = load_i3d(args.i3d, map_location=device) if "fvd" in metrics else None
+        inception = load_fid_inception(args.inception, input_size=protocol.inception_size, map_location=device) if "fid" in metrics else None
+        lpips = load_lpips(args.lpips_backbone, args.lpips_linear, map_location=device) if "lpips" in metrics else None
+    except CheckpointError as e:
+        raise EvaluationError(str(e)) from e
+
+    def feature_set() -> VideoSetFeatures:
+        return VideoSetFeatures(i3d=i3d, inception=inception, batch_size=args.batch_size, frame_batch_size=args.frame_batch_size,
+                                device=device, i3d_size=protocol.i3d_size, fvd_frames=protocol.fvd_frames)
+
+    gen_features = feature_set()
+    if i3d is not None or inception is not None:
+        for video in generated:
+            gen_features.add(read_generated(video.path))
+
+    split = protocol.reference_split
+    counts = {"skipped": 0}
+    notes = {"subsampled": 0, "resized_from": set()}
+    ref_features = feature_set()
+    pairs = PairedScores()
+    want_paired = [m for m in metrics if m in PAIRED_METRICS]
+    for key, frames, _meta in iter_reference(urls, split, subjects, counts):
+        frames = conform_reference(frames, protocol, key, notes)
+        ref_features.add(frames)
+        for video in (by_key.get(key, []) if want_paired else []):
+            scores = paired_scores(read_generated(video.path), frames, lpips, protocol.paired_from_frame, device)
+            pairs.add({m: scores[m] for m in want_paired})
+    if ref_features.count == 0:
+        raise EvaluationError(f"no reference samples selected from {len(urls)} shard(s) ({counts['skipped']} skipped by the split)")
+
+    results: dict[str, float] = {}
+    gen, ref = gen_features.finish(), ref_features.finish()
+    try:
+        if "fvd" in metrics:
+            results["fvd"] = fvd(gen["i3d"], ref["i3d"])
+        if "fid" in metrics:
+            results["fid"] = fid(gen["frames"], ref["frames"])
+    except InsufficientVideosError as e:
+        raise EvaluationError(str(e)) from e
+    if want_paired and pairs.videos == 0:
+        if explicit:
+            raise EvaluationError(f"{', '.join(m.upper() for m in want_paired)} need generated videos named after reference keys (KEY.mp4 or KEY_seedN.mp4); none matched")
+        metrics = [m for m in metrics if m not in PAIRED_METRICS]
+    if not metrics:
+        raise EvaluationError("nothing to evaluate: pass --i3d and/or --inception weights, or name generated files "
+                              "after reference keys (KEY.mp4, KEY_seedN.mp4) for PSNR/SSIM")
+    results.update(pairs.means())
+
+    seeds = parse_int_list(args.seeds)
+    named_seeds = sorted({v.seed for v in generated if v.seed is not None})
+    report = {
+        "protocol": protocol.as_dict(),
+        "generated": {"folder": str(args.generated), "videos": len(generated), "height": protocol.height,
+                      "width": protocol.width, "frames": protocol.num_frames, "paired_videos": pairs.videos,
+                      "seeds": seeds if seeds is not None else (named_seeds or None),
+                      "seeds_from": "options" if seeds is not None else ("file names" if named_seeds else None)},
+        "reference": {"shards": urls, "videos": ref_features.count, "skipped_by_split": counts["skipped"],
+                      "split": split, "test_subjects": subjects, "subsampled_to_protocol_length": notes["subsampled"],
+                      "resized_from": sorted(notes["resized_from"])},
+        "features": {
+            "fvd": {"network": "I3D Kinetics-400, logits before softmax averaged over time", "input": f"{protocol.i3d_size}x{protocol.i3d_size}, [-1, 1]",
+                    "clip_frames": protocol.fvd_frames or protocol.num_frames} if "fvd" in metrics else None,
+            "fid": {"network": "FID Inception-v3, 2048-d pool", "input": f"{protocol.inception_size}x{protocol.inception_size}",
+                    "frames": [gen["frames"].count, ref["frames"].count]} if "fid" in metrics else None,
+            "paired": {"frames_from": protocol.paired_from_frame, "frames": pairs.frames} if pairs.videos else None,
+        },
+        "weights": {name: {"path": str(getattr(args, name)), "sha256": file_sha256(getattr(args, name))}
+                    for name in WEIGHT_OPTIONS if getattr(args, name) and _weights_used(name, metrics)},
+        "metrics": {m: results[m] for m in metrics if m in results},
+        "device": str(device),
+        "seconds": round(time.time() - started, 1),
+    }
+    return report
+
+
+def _weights_used(name: str, metrics: list[str]) -> bool:
+    return {"i3d": "fvd", "inception": "fid"}.get(name, "lpips") in metrics
+
+
+# ----------------------------------------------------------------------------------------- report
+
+
+def _seeds_text(seeds: list[int] | None) -> str:
+    if not seeds:
+        return "not stated"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def protocol_text(report: dict) -> str:
+    """The protocol in a few human-readable lines."""
+    p, g, r, f = report["protocol"], report["generated"], report["reference"], report["features"]
+    lines = [f"protocol: {p['name']} ({p['description']})"]
+    seeds_from = f" (from {g['seeds_from']})" if g["seeds_from"] else ""
+    lines.append(f"  generated: {g['videos']} videos of {g['frames']} frames at {g['height']}x{g['width']} in {g['folder']}; "
+                 f"seeds {_seeds_text(g['seeds'])}{seeds_from}")
+    selection = f"split '{r['split']}'" if r["split"] else "all samples"
+    if r["test_subjects"]:
+        selection += f", subjects {','.join(r['test_subjects'])}"
+    ref = f"  reference: {r['videos']} videos from {len(r['shards'])} shard(s), {selection} ({r['skipped_by_split']} skipped)"
+    if r["resized_from"]:
+        ref += f"; resized from {', '.join(r['resized_from'])}"
+    if r["subsampled_to_protocol_length"]:
+        ref += f"; {r['subsampled_to_protocol_length']} longer clips brought to {g['frames']} evenly spaced frames"
+    lines.append(ref)
+    if f["fvd"]:
+        lines.append(f"  FVD: {f['fvd']['network']}; {f['fvd']['clip_frames']}-frame clips at {f['fvd']['input']}")
+    if f["fid"]:
+        lines.append(f"  FID: {f['fid']['network']}; {f['fid']['frames'][0]} vs {f['fid']['frames'][1]} frames at {f['fid']['input']}")
+    if f["paired"]:
+        lines.append(f"  PSNR/SSIM/LPIPS: {g['paired_videos']} paired videos, frames {f['paired']['frames_from']} onwards ({f['paired']['frames']} frames)")
+    for name, w in report["weights"].items():
+        lines.append(f"  weights {name}: {w['path']} (sha256 {w['sha256']})")
+    for metric, key, standard in (("fvd", "i3d_size", I3D_SIZE), ("fid", "inception_size", INCEPTION_SIZE)):
+        if f[metric] and p[key] != standard:
+            lines.append(f"  NOTE: {metric.upper()} input {p[key]} is not the standard {standard}; not comparable with published values")
+    return "\n".join(lines)
+
+
+def markdown_table(report: dict) -> str:
+    """One-row markdown table: the protocol's key facts beside the numbers."""
+    g, r = report["generated"], report["reference"]
+    names = list(report["metrics"])
+    head = ["Protocol", "Generated", "Reference", "Frames", "Resolution", "Seeds"] + [METRIC_TITLE[m] for m in names]
+    row = [report["protocol"]["name"], str(g["videos"]), str(r["videos"]), str(g["frames"]), f"{g['height']}x{g['width']}",
+           _seeds_text(g["seeds"])] + [METRIC_FORMAT[m].format(report["metrics"][m]) for m in names]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|", "| " + " | ".join(row) + " |"]) + "\n"
+
+
+def write_report(report: dict, out: str | Path) -> tuple[Path, Path]:
+    out = Path(out)
+    json_path = atomic_write_bytes(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
+    md = f"{markdown_table(report)}\n```\n{protocol_text(report)}\n```\n"
+    md_path = atomic_write_bytes(out / "metrics.md", md.encode())
+    return json_path, md_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = resolve_options(argv)
+        report = evaluate(args)
+    except EvaluationError as e:
+        print(f"evaluate: error: {e}", file=sys.stderr)
+        return 2
+    print(protocol_text(report))
+    print()
+    print(markdown_table(report))
+    if args.out:
+        for path in write_report(report, args.out):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
