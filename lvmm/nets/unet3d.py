@@ -1,0 +1,256 @@
+"""The conditional 3D U-Net of stage two: the denoiser of latent motion sequences.
+
+After Ho et al.'s video diffusion model: four down- and four up-sampling stages of factorised
+space-time layers (a residual block of per-frame convolutions, spatial self-attention,
+cross-attention to the condition tokens, temporal self-attention with relative positions). Inputs:
+
+* ``x`` (B, C, T, h, w): the noisy latent motion sequence x_t = z_1..z_T;
+* ``t`` (B,): the diffusion timestep, embedded sinusoidally;
+* ``z0`` (B, C, h, w): the latent of the first frame's own field, mapped by a small convolution to
+  learned per-frame features v_1..v_T (``frame_features`` channels each, one set per frame index up
+  to ``max_frames``), concatenated with x_t;
+* ``tokens`` (B, S, D) with ``token_mask`` (B, S): the ImageBind tokens of I_0 and of the text;
+  a masked (False) or absent token is replaced by a learned null token, which is what classifier-free
+  guidance trains and samples with;
+* ``appearance`` (B, Ca, h, w), optional: an appearance map of I_0, broadcast over time and
+  concatenated with x_t (only when ``appearance_channels > 0``).
+
+Which stages halve the spatial size is configuration (``downsample``): the paper's 16 x 16 latents
+down-sample in all four stages, the small latents of the benchmarks and of the CPU demo stop at
+their size (DESIGN.md section 2). The number of frames is free at inference up to ``max_frames``.
+No diffusion logic lives here: the network maps (x_t, t, conditions) to the raw model output, whose
+meaning (eps, v or x0) is the schedule's business (:mod:`lvmm.diffusion`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from lvmm.checkpoint import Configurable
+from lvmm.nets.attention import CrossAttention, SpatialAttention, TemporalAttention, group_norm
+
+TIME_EMBED_MULT = 4        # width of the timestep embedding relative to model_channels (as in DDPM/ADM)
+MAX_PERIOD = 10000.0       # longest period of the sinusoidal timestep features
+
+
+def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of (possibly fractional) timesteps: (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None]
+    feats = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+    return F.pad(feats, (0, dim % 2))
+
+
+def per_frame(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2-D layer to every frame of ``(B, C, T, H, W)``."""
+    b = x.shape[0]
+    y = layer(rearrange(x, "b c t h w -> (b t) c h w"))
+    return rearrange(y, "(b t) c h w -> b c t h w", b=b)
+
+
+class ResBlock(nn.Module):
+    """Residual block of per-frame 3x3 convolutions, modulated (scale and shift) by the embedding."""
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = group_norm(in_channels, groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_channels)
+        self.norm2 = group_norm(out_channels, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # the block starts as its skip path
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = per_frame(self.conv1, F.silu(self.norm1(x)))                  # (B, Co, T, H, W)
+        scale, shift = rearrange(self.emb(F.silu(emb)), "b (two c) -> two b c 1 1 1", two=2)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = per_frame(self.conv2, self.dropout(F.silu(h)))
+        return per_frame(self.skip, x) + h
+
+
+class SpaceTimeLayer(nn.Module):
+    """One factorised layer: residual block, [spatial + cross attention], temporal attention."""
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, context_dim: int, head_dim: int,
+                 attention: bool, max_frames: int, dropout: float, groups: int):
+        super().__init__()
+        heads = max(1, out_channels // head_dim)
+        self.res = ResBlock(in_channels, out_channels, emb_dim, dropout, groups)
+        self.spatial = SpatialAttention(out_channels, heads, head_dim, groups) if attention else None
+        self.cross = CrossAttention(out_channels, context_dim, heads, head_dim, groups) if attention else None
+        self.temporal = TemporalAttention(out_channels, heads, head_dim, max_frames - 1, groups)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = self.res(x, emb)
+        if self.spatial is not None:
+            x = self.cross(self.spatial(x), context)
+        return self.temporal(x)
+
+
+class Downsample(nn.Module):
+    """Halve the spatial size of every frame with a strided convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return per_frame(self.conv, x)
+
+
+class Upsample(nn.Module):
+    """Double the spatial size of every frame (nearest neighbour, then a convolution)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return per_frame(lambda f: self.conv(F.interpolate(f, scale_factor=2.0, mode="nearest")), x)
+
+
+class UNet3D(Configurable, nn.Module):
+    """Conditional factorised space-time U-Net over latent motion sequences.
+
+    Args:
+        in_channels: latent channels C of x_t and z0 (4 for the motion VAE); the output has as many.
+        model_channels: width of the first stage; stage i has ``model_channels * channel_mult[i]``.
+        channel_mult: one multiplier per stage (four stages after Ho et al.).
+        downsample: per stage, whether it halves the spatial size at its end (and its mirror doubles it).
+        attention: per stage, whether its layers have spatial self- and cross-attention (temporal
+            attention is in every layer: it is cheap over a handful of frames and carries the motion).
+        num_res_blocks: layers per stage on the way down (the way up has the same number).
+        head_dim: channels per attention head.
+        cond_dim: dimension D of the condition tokens (1024 for ImageBind huge).
+        num_tokens: number of condition tokens S (image and text).
+        tokens_in_embedding: also add the (projected) tokens to the timestep embedding, so a global
+            condition modulates every residual block and not only the attention layers (the pooled text
+            embedding of SDXL; a CPU probe conditioned through the embedding alone, DESIGN.md section 2).
+        max_frames: the most frames T the network accepts (the number of per-frame features v_k).
+        frame_features: channels of each per-frame feature map v_k.
+        appearance_channels: channels Ca of the optional appearance map (0: no appearance input).
+        dropout: dropout inside the residual blocks.
+        groups: GroupNorm groups (fewer where the width does not divide).
+        gradient_checkpointing: recompute each layer's activations in the backward pass during training.
+    """
+
+    def __init__(self, in_channels: int = 4, model_channels: int = 64, channel_mult: Sequence[int] = (1, 2, 4, 4),
+                 downsample: Sequence[bool] = (True, True, True, True), attention: Sequence[bool] = (False, True, True, True),
+                 num_res_blocks: int = 2, head_dim: int = 32, cond_dim: int = 1024, num_tokens: int = 2,
+                 tokens_in_embedding: bool = True, max_frames: int = 16, frame_features: int = 4,
+                 appearance_channels: int = 0, dropout: float = 0.0, groups: int = 32,
+                 gradient_checkpointing: bool = False):
+        super().__init__()
+        if not (len(channel_mult) == len(downsample) == len(attention)):
+            raise ValueError("channel_mult, downsample and attention need one entry per stage")
+        self.in_channels, self.max_frames, self.frame_features = in_channels, max_frames, frame_features
+        self.appearance_channels, self.num_tokens, self.cond_dim = appearance_channels, num_tokens, cond_dim
+        self.downsample_factor = 2 ** sum(bool(d) for d in downsample)
+        self.gradient_checkpointing = gradient_checkpointing
+        emb_dim = model_channels * TIME_EMBED_MULT
+        self.model_channels = model_channels
+
+        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # Conditions: learned null tokens stand in for absent or dropped tokens; a slot embedding tells
+        # the attention which token is the image and which the text (both live in ImageBind's one space).
+        self.null_tokens = nn.Parameter(torch.randn(num_tokens, cond_dim) / math.sqrt(cond_dim))
+        self.context_proj = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, emb_dim))
+        self.slot_embed = nn.Parameter(torch.zeros(num_tokens, emb_dim))
+        self.token_embed = nn.Linear(num_tokens * emb_dim, emb_dim) if tokens_in_embedding else None
+        # z0 -> v_1..v_max_frames: one feature map per frame index, computed in one convolution.
+        self.frame_embed = nn.Sequential(
+            nn.Conv2d(in_channels, model_channels, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(model_channels, frame_features * max_frames, 3, padding=1))
+
+        layer = dict(emb_dim=emb_dim, context_dim=emb_dim, head_dim=head_dim, max_frames=max_frames,
+                     dropout=dropout, groups=groups)
+        ch = model_channels
+        self.conv_in = nn.Conv2d(in_channels + frame_features + appearance_channels, ch, 3, padding=1)
+        self.down_layers, self.down_samplers, skip_channels = nn.ModuleList(), nn.ModuleList(), []
+        for mult, down, attn in zip(channel_mult, downsample, attention):
+            out = model_channels * mult
+            stage = nn.ModuleList()
+            for _ in range(num_res_blocks):
+                stage.append(SpaceTimeLayer(ch, out, attention=attn, **layer))
+                ch = out
+                skip_channels.append(ch)
+            self.down_layers.append(stage)
+            self.down_samplers.append(Downsample(ch) if down else nn.Identity())
+
+        self.mid = nn.ModuleList([SpaceTimeLayer(ch, ch, attention=True, **layer), SpaceTimeLayer(ch, ch, attention=True, **layer)])
+
+        self.up_samplers, self.up_layers = nn.ModuleList(), nn.ModuleList()
+        for mult, down, attn in reversed(list(zip(channel_mult, downsample, attention))):
+            out = model_channels * mult
+            self.up_samplers.append(Upsample(ch) if down else nn.Identity())
+            stage = nn.ModuleList()
+            for _ in range(num_res_blocks):
+                stage.append(SpaceTimeLayer(ch + skip_channels.pop(), out, attention=attn, **layer))
+                ch = out
+            self.up_layers.append(stage)
+
+        self.norm_out = group_norm(ch, groups)
+        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # start from a zero prediction, the mean of every target type
+        nn.init.zeros_(self.conv_out.bias)
+
+    def condition_tokens(self, tokens: torch.Tensor | None, token_mask: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """The tokens the network attends to, with null tokens where masked or absent: (B, S, D)."""
+        null = self.null_tokens[None].expand(batch, -1, -1)
+        if tokens is None:
+            return null
+        if token_mask is None:
+            return tokens
+        return torch.where(token_mask[..., None].bool(), tokens.to(null.dtype), null)
+
+    def _run(self, layer: nn.Module, *args) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(layer, *args, use_reentrant=False)
+        return layer(*args)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, tokens: torch.Tensor | None = None,
+                token_mask: torch.Tensor | None = None, appearance: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoiser output for x_t (B, C, T, h, w) at timesteps t (B,); see the module docs for the conditions."""
+        b, _, n_frames, h, w = x.shape
+        if n_frames > self.max_frames:
+            raise ValueError(f"{n_frames} frames, but the network was built for at most {self.max_frames}")
+        if h % self.downsample_factor or w % self.downsample_factor:
+            raise ValueError(f"latent size {h}x{w} is not divisible by the U-Net's down-sampling {self.downsample_factor}")
+        if (appearance is None) != (self.appearance_channels == 0):
+            raise ValueError(f"appearance map {'missing' if appearance is None else 'given'}, "
+                             f"but appearance_channels={self.appearance_channels}")
+
+        emb = self.time_embed(timestep_features(t.expand(b) if t.ndim == 0 else t, self.model_channels))  # (B, E)
+        context = self.context_proj(self.condition_tokens(tokens, token_mask, b)) + self.slot_embed      # (B, S, E)
+        if self.token_embed is not None:
+            emb = emb + self.token_embed(context.flatten(1))
+
+        frames = rearrange(self.frame_embed(z0), "b (k c) h w -> b c k h w", k=self.max_frames)[:, :, :n_frames]
+        inputs = [x, frames.to(x.dtype)]                                     # (B, C, T, h, w), (B, F, T, h, w)
+        if appearance is not None:
+            inputs.append(repeat(appearance.to(x.dtype), "b c h w -> b c t h w", t=n_frames))
+        hidden = per_frame(self.conv_in, torch.cat(inputs, dim=1))         # (B, ch, T, h, w)
+
+        skips = []
+        for stage, down in zip(self.down_layers, self.down_samplers):
+            for layer in stage:
+                hidden = self._run(layer, hidden, emb, context)
+                skips.append(hidden)
+            hidden = down(hidden)
+        for layer in self.mid:
+            hidden = self._run(layer, hidden, emb, context)
+        for up, stage in zip(self.up_samplers, self.up_layers):
+            hidden = up(hidden)
+            for layer in stage:
+                hidden = self._run(layer, torch.cat([hidden, skips.pop()], dim=1), emb, context)
+        return per_frame(self.conv_out, F.silu(self.norm_out(hidden)))    # (B, C, T, h, w)

@@ -1,0 +1,107 @@
+"""Stage two's data, LightningModule, training entry point and checkpoints."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers_stage2 import one_thread, tiny_unet, unet_inputs, write_latent_shards  # noqa: F401 (a fixture)
+from lvmm.checkpoint import load_networks
+from lvmm.datasets.latent import LatentDataModule, SyntheticLatentDataModule
+from lvmm.diffusion import load_motion_diffusion
+from lvmm.stages.stage_two import StageTwo
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_latent_shards_reader(tmp_path):
+    shards = write_latent_shards(tmp_path)
+    dm = LatentDataModule(shards, val_shards=shards[:1], batch_size=3, num_workers=0, num_frames=6, epoch_length=4)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 4  # resampled shards, cut at epoch_length batches
+    b = batches[0]
+    assert b["z0"].shape == (3, 4, 8, 8) and b["z"].shape == (3, 6, 4, 8, 8) and b["z"].dtype == torch.float32
+    assert b["img_emb"].shape == b["txt_emb"].shape == (3, 16)
+    assert b["first"].shape == (3, 3, 32, 32) and 0 <= b["first"].min() and b["first"].max() <= 1
+    assert b["has_txt"].dtype == torch.bool and b["label"].dtype == torch.long and len(b["key"]) == 3
+    assert torch.all(b["txt_emb"][~b["has_txt"]] == 0)
+    val = list(dm.val_dataloader())
+    assert sum(len(v["key"]) for v in val) == 5  # read whole, last batch partial
+    keys = {k for v in val for k in v["key"]}
+    no_text = {k for v in val for k, h in zip(v["key"], v["has_txt"]) if not h}
+    assert no_text == {k for k in keys if int(k[4:]) % 3 == 0}
+
+
+def _batch(n: int = 4, frames: int = 4):
+    dm = SyntheticLatentDataModule(size=8, num_frames=frames, emb_dim=16, train_length=n, val_length=2, batch_size=n)
+    dm.setup()
+    return next(iter(dm.train_dataloader()))
+
+
+def test_token_dropout_and_latent_scale():
+    batch = _batch()
+    module = StageTwo(tiny_unet(randomise=False), num_frames=4, image_dropout=1.0, text_dropout=0.0)
+    x0, cond = module.inputs(batch, drop=True)
+    assert not cond["token_mask"][:, 0].any() and cond["token_mask"][:, 1].all()
+    # latent_scale estimated once from the first batch: the scaled clips have unit std
+    assert abs(x0.std().item() - 1) < 1e-4 and module.extra()["latent_scale"] == module.latent_scale
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to")
+def test_overfitting_a_fixed_batch_lowers_the_loss():
+    torch.manual_seed(0)
+    batch = _batch()
+    module = StageTwo(tiny_unet(randomise=False), num_frames=4, image_dropout=0.0, text_dropout=0.0)
+    opt = torch.optim.AdamW(module.unet.parameters(), lr=3e-3)
+    x0, cond = module.inputs(batch, drop=False)
+    gen = torch.Generator().manual_seed(1)
+    probe_noise, probe_t = torch.randn(x0.shape, generator=gen), torch.linspace(100, 900, x0.shape[0]).long()
+
+    def probe() -> float:
+        with torch.no_grad():
+            return module.diffusion.training_loss(lambda x, t: module.unet(x, t, **cond), x0, probe_noise, probe_t).item()
+
+    before = probe()
+    module.unet.train()
+    for _ in range(40):
+        loss = module.training_step(batch, 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    module.unet.eval()
+    assert probe() < 0.6 * before
+
+
+def test_fit_through_cli_and_checkpoint_rebuilds_unet(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    from train import main
+
+    out = tmp_path / "run"
+    cli = main(["fit", "--config", str(ROOT / "configs/stage2/tiny.yaml"),
+                "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(out),
+                "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
+                "--data.init_args.train_length", "32", "--data.init_args.batch_size", "4",
+                "--model.init_args.media_steps", "2", "--trainer.callbacks.init_args.every_n_steps", "2"])
+    ckpts = sorted(out.rglob("last.ckpt"))
+    assert ckpts, "no checkpoint written"
+    media = sorted(out.rglob("*.mp4"))
+    assert media, "no media logged"
+    raw = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    extra = raw["lvmm_extra"]
+    assert extra["latent_scale"] > 0 and extra["num_frames"] == 8 and extra["diffusion"]["num_train_timesteps"] == 1000
+
+    unet = load_networks(ckpts[0], ["unet"])["unet"]
+    unet2, config, extra2 = load_motion_diffusion(ckpts[0])
+    assert config.prediction_type == "v_prediction" and extra2 == extra
+    inp = unet_inputs(cond_dim=1024)
+    state = {k[len("unet."):]: v for k, v in raw["state_dict"].items() if k.startswith("unet.")}
+    reference = cli.model.unet.eval()
+    reference.load_state_dict(state)  # the checkpoint holds the EMA weights
+    with torch.no_grad():
+        expected = reference(**inp)
+        torch.testing.assert_close(unet(**inp), expected, rtol=0, atol=0)
+        torch.testing.assert_close(unet2(**inp), expected, rtol=0, atol=0)
