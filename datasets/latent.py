@@ -30,6 +30,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lvmm.datasets.procedural import DEFAULT_FPS, FAMILIES, _field_px, _sample_params
+from lvmm.datasets.readers import expand_shards
 from lvmm.warp import pixels_to_normalised
 
 SHUFFLE_BUFFER = 1000   # samples held for shuffling within a worker
@@ -84,7 +85,7 @@ def latent_pipeline(shards: str | Sequence[str], batch_size: int, *, num_frames:
 
     ``epoch_length``: batches per rank per epoch (spread over the workers); needed with ``resampled``.
     """
-    urls = list(shards) if not isinstance(shards, str) else shards
+    urls = expand_shards(shards)  # globs and brace patterns; a pattern that matches nothing is an error, not a hang
     if resampled:
         if not epoch_length:
             raise ValueError("resampled shards never end: give epoch_length (batches per rank)")

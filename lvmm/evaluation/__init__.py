@@ -1,0 +1,1 @@
+"""Evaluation of trained models (reusable by tools and the demo report)."""
