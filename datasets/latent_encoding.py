@@ -1,0 +1,234 @@
+"""Turning video shards into latent motion shards: the input stream and the output writer.
+
+Resumability works per *input shard*: every input shard ``S.tar`` becomes one output shard
+``latent-S.tar``, written under a temporary name, renamed when complete, and then recorded in the
+rank's manifest (``manifest-rank{r}.jsonl``, one JSON line per finished input shard with its counts).
+A rerun skips the input shards that any manifest lists, so a killed run loses only the shards it was
+writing and nothing is done twice. Ranks (and data-loader workers) take disjoint input shards.
+
+The input stream yields ready-made batches of sub-clips, each from one input shard, the shard's last
+batch flagged ``last`` (an input shard with nothing usable still yields one empty, last batch), so
+the writer knows when an output shard is complete even with several workers.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch.utils.data import IterableDataset, get_worker_info
+
+from lvmm.media import MediaError, read_video
+
+MANIFEST_GLOB = "manifest-rank*.jsonl"
+
+
+def output_name(input_shard: str | os.PathLike) -> str:
+    return f"latent-{Path(input_shard).stem}.tar"
+
+
+def finished_inputs(out_dir: str | os.PathLike) -> set[str]:
+    """Input shard names that some rank's manifest records as finished."""
+    done = set()
+    for manifest in Path(out_dir).glob(MANIFEST_GLOB):
+        for line in manifest.read_text().splitlines():
+            if line.strip():
+                done.add(json.loads(line)["input"])
+    return done
+
+
+def read_manifests(out_dir: str | os.PathLike) -> list[dict]:
+    rows = []
+    for manifest in sorted(Path(out_dir).glob(MANIFEST_GLOB)):
+        rows += [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def decode_frames(sample: dict[str, bytes], name: str) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of a video-shard sample (``mp4`` or ``frames.npy``)."""
+    if "frames.npy" in sample:
+        try:
+            frames = np.load(io.BytesIO(sample["frames.npy"]), allow_pickle=False)
+        except ValueError as e:
+            raise MediaError(f"{name}: unreadable frames.npy ({e})") from e
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise MediaError(f"{name}: frames.npy must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        return frames
+    if "mp4" in sample:
+        return read_video(sample["mp4"])[0]
+    raise MediaError(f"{name}: sample has neither 'mp4' nor 'frames.npy'")
+
+
+def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) of a webdataset tar, grouping members by key as webdataset does."""
+    current, sample = None, {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            base = os.path.basename(member.name)
+            key, _, ext = base.partition(".")
+            key = os.path.join(os.path.dirname(member.name), key)
+            if key != current and sample:
+                yield current, sample
+                sample = {}
+            current = key
+            sample[ext] = tar.extractfile(member).read()
+    if sample:
+        yield current, sample
+
+
+class VideoClipBatches(IterableDataset):
+    """Batches of (K + 1)-frame sub-clips cut from video shards, one input shard at a time.
+
+    Args:
+        shards: input shard paths (sorted; rank r of W takes ``shards[r::W]``, then worker splitting).
+        num_frames: K + 1, frames per sub-clip.
+        stride: frames between consecutive sub-clip starts.
+        max_segments: most sub-clips per video sample (None: all).
+        batch_size: sub-clips per batch.
+        skip: input shard names to skip (already finished).
+        rank, world_size: this process's place; read from torch.distributed when None.
+    """
+
+    def __init__(self, shards: list[str], num_frames: int = 9, stride: int = 4, max_segments: int | None = None,
+                 batch_size: int = 8, skip: set[str] | None = None, rank: int | None = None, world_size: int | None = None):
+        self.shards = sorted(str(s) for s in shards)
+        self.num_frames, self.stride, self.max_segments, self.batch_size = num_frames, stride, max_segments, batch_size
+        self.skip = set(skip or ())
+        self.rank, self.world_size = rank, world_size
+
+    def assigned(self) -> list[str]:
+        rank, world = self.rank, self.world_size
+        if rank is None or world is None:
+            dist = torch.distributed
+            ready = dist.is_available() and dist.is_initialized()
+            rank, world = (dist.get_rank(), dist.get_world_size()) if ready else (0, 1)
+        mine = self.shards[rank::world]
+        info = get_worker_info()
+        if info is not None:
+            mine = mine[info.id::info.num_workers]
+        return [s for s in mine if Path(s).name not in self.skip]
+
+    def _empty(self, shard: str, failed: list, videos: int, last: bool) -> dict:
+        return {"source": shard, "last": last, "frames": torch.zeros(0), "keys": [], "meta": [], "failed": failed, "videos": videos}
+
+    def __iter__(self):
+        for shard in self.assigned():
+            pending, failed, videos = [], [], 0
+            try:
+                samples = list(iter_tar_samples(shard))
+            except (tarfile.TarError, OSError) as e:
+                yield self._empty(shard, [f"{shard}: unreadable shard ({e})"], 0, last=True)
+                continue
+            for key, sample in samples:
+                name = f"{shard}:{key}"
+                try:
+                    frames = decode_frames(sample, name)
+                    meta = json.loads(sample["json"]) if "json" in sample else {}
+                except (MediaError, ValueError) as e:
+                    failed.append(str(e))
+                    continue
+                videos += 1
+                caption = sample["txt"].decode("utf-8").strip() if "txt" in sample else str(meta.get("caption", ""))
+                starts = list(range(0, len(frames) - self.num_frames + 1, self.stride))[: self.max_segments]
+                for s in starts:
+                    clip_meta = {"source_key": key, "source_shard": Path(shard).name, "frame_indices": list(range(s, s + self.num_frames)),
+                                 "caption": caption, "label": int(meta.get("class", meta.get("label", -1))),
+                                 "family": meta.get("class_name", meta.get("family", ""))}
+                    pending.append((f"{key}_s{s:05d}", frames[s:s + self.num_frames], clip_meta))
+                    if len(pending) == self.batch_size:
+                        yield self._batch(shard, pending, failed, videos, last=False)
+                        pending, failed, videos = [], [], 0
+            yield self._batch(shard, pending, failed, videos, last=True) if pending else self._empty(shard, failed, videos, last=True)
+
+    def _batch(self, shard, items, failed, videos, last) -> dict:
+        frames = torch.from_numpy(np.stack([f for _, f, _ in items])).permute(0, 1, 4, 2, 3).float().div_(255)  # (B, T, 3, H, W)
+        return {"source": shard, "last": last, "frames": frames, "keys": [k for k, _, _ in items],
+                "meta": [m for _, _, m in items], "failed": failed, "videos": videos}
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+class LatentShardWriter(BasePredictionWriter):
+    """Writes the records of :class:`~lvmm.stages.motion_encoding.MotionEncoding` as latent motion shards.
+
+    Each record becomes a sample with ``motion.npy`` (float16, (K+1, 4, h, w)), ``img_emb.npy``,
+    ``txt_emb.npy`` (when there is a caption), ``first.png`` and ``json`` (DESIGN.md section 3). Clips
+    whose reconstruction error is above the threshold were already dropped by the module and are
+    counted here.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike):
+        super().__init__(write_interval="batch")
+        self.out_dir = Path(out_dir)
+        self.open: dict[str, tuple[tarfile.TarFile, Path, dict]] = {}
+
+    def setup(self, trainer, pl_module, stage=None):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.rank = trainer.global_rank
+        for stale in self.out_dir.glob(f".*.tmp-rank{self.rank}"):
+            stale.unlink()  # left by a killed run; its input shard is not in any manifest
+
+    def _writer(self, source: str):
+        if source not in self.open:
+            final = self.out_dir / output_name(source)
+            tmp = self.out_dir / f".{final.name}.tmp-rank{self.rank}"
+            self.open[source] = (tarfile.open(tmp, "w"), final, {"read": 0, "kept": 0, "dropped": 0, "failed": 0, "videos": 0, "errors": []})
+        return self.open[source]
+
+    @staticmethod
+    def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o444, 0  # fixed mtime: identical reruns, identical bytes
+        tar.addfile(info, io.BytesIO(data))
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        tar, final, counts = self._writer(batch["source"])
+        counts["failed"] += len(batch["failed"])
+        counts["errors"] += batch["failed"]
+        counts["videos"] += batch["videos"]
+        counts["read"] += len(batch["keys"])
+        for rec in prediction["kept"]:
+            key = rec["key"]
+            self._add(tar, f"{key}.motion.npy", _npy_bytes(rec["motion"].astype(np.float16)))
+            self._add(tar, f"{key}.img_emb.npy", _npy_bytes(rec["img_emb"].astype(np.float32)))
+            if rec.get("txt_emb") is not None:
+                self._add(tar, f"{key}.txt_emb.npy", _npy_bytes(rec["txt_emb"].astype(np.float32)))
+            self._add(tar, f"{key}.first.png", _png_bytes(rec["first"]))
+            self._add(tar, f"{key}.json", json.dumps(rec["json"], sort_keys=True).encode())
+        counts["kept"] += len(prediction["kept"])
+        counts["dropped"] += prediction["dropped"]
+        if batch["last"]:
+            self._finish(batch["source"])
+
+    def _finish(self, source: str) -> None:
+        tar, final, counts = self.open.pop(source)
+        tar.close()
+        tmp = Path(tar.name)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        tmp.replace(final)
+        row = {"input": Path(source).name, "output": final.name, "rank": self.rank, **counts}
+        with open(self.out_dir / f"manifest-rank{self.rank}.jsonl", "a") as m:
+            m.write(json.dumps(row) + "\n")
+            m.flush()
+            os.fsync(m.fileno())

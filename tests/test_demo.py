@@ -1,0 +1,34 @@
+"""The main job end to end at a smaller size (tools/demo.py --preset test): every step runs and writes its outputs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lvmm.media import read_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_pipeline_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--preset", "test", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    # one closing line per output, naming where it went
+    for what in ("stage-one checkpoint", "stage-two checkpoint", "loop mp4", "loop_slow gif", "text mp4", "stochastic mp4", "report"):
+        assert what in done.stdout
+    stochastic, _ = read_video(out / "animations" / "stochastic" / "coffee_seed0.mp4")
+    loop, _ = read_video(out / "animations" / "loop" / "rocket_seed0.mp4")
+    slow, _ = read_video(out / "animations" / "loop_slow" / "rocket_seed0.gif")
+    k = 8
+    assert stochastic.shape[0] == k + 1 and loop.shape[0] == k and slow.shape[0] == 4 * k
+    assert stochastic.shape[1:] == (64, 84, 3)              # the photograph's own size is restored
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert set(report) >= {"stage1", "conditioning", "seam", "seconds_per_clip", "targets"}
+    assert np.isfinite(report["stage1"]["psnr"]["copy"]) and report["conditioning"]["clips"] >= 4  # one per family present in the small corpus
+    text = (out / "report" / "report.md").read_text()
+    assert "random ImageBind" in text and "## Loop seam" in text
+    assert (out / "report" / "contact_sheet.png").exists() and (out / "report" / "metrics.png").exists()
+    assert [row["step"] for row in json.loads((out / "demo_log.json").read_text())][-1] == "report"
