@@ -46,7 +46,7 @@ class Preset:
 
 PRESETS = {
     # about 20 minutes on 2 CPU cores after set-up
-    "full": Preset(train_clips=1200, val_clips=48, stage1_steps=1500, stage2_steps=1500, sample_steps=50,
+    "full": Preset(train_clips=1200, val_clips=48, stage1_steps=1000, stage2_steps=1000, sample_steps=50,
                    loop_guidance=300.0, report_clips=8, stage2_batch=16),
     # the end-to-end test: every step runs, nothing is trained long enough to mean anything
     "test": Preset(train_clips=24, val_clips=8, stage1_steps=6, stage2_steps=6, sample_steps=4,
