@@ -24,7 +24,8 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import IterableDataset, get_worker_info
 
-from lvmm.media import MediaError, read_video
+from lvmm.datasets.readers import decode
+from lvmm.media import MediaError
 
 MANIFEST_GLOB = "manifest-rank*.jsonl"
 
@@ -48,21 +49,6 @@ def read_manifests(out_dir: str | os.PathLike) -> list[dict]:
     for manifest in sorted(Path(out_dir).glob(MANIFEST_GLOB)):
         rows += [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     return rows
-
-
-def decode_frames(sample: dict[str, bytes], name: str) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8 of a video-shard sample (``mp4`` or ``frames.npy``)."""
-    if "frames.npy" in sample:
-        try:
-            frames = np.load(io.BytesIO(sample["frames.npy"]), allow_pickle=False)
-        except ValueError as e:
-            raise MediaError(f"{name}: unreadable frames.npy ({e})") from e
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise MediaError(f"{name}: frames.npy must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-        return frames
-    if "mp4" in sample:
-        return read_video(sample["mp4"])[0]
-    raise MediaError(f"{name}: sample has neither 'mp4' nor 'frames.npy'")
 
 
 def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -127,21 +113,19 @@ class VideoClipBatches(IterableDataset):
             except (tarfile.TarError, OSError) as e:
                 yield self._empty(shard, [f"{shard}: unreadable shard ({e})"], 0, last=True)
                 continue
-            for key, sample in samples:
-                name = f"{shard}:{key}"
+            for key, raw in samples:
                 try:
-                    frames = decode_frames(sample, name)
-                    meta = json.loads(sample["json"]) if "json" in sample else {}
+                    sample = decode(dict(raw, __key__=key))   # a corrupt json raises ValueError too
+                    frames = sample.frames(None)
                 except (MediaError, ValueError) as e:
-                    failed.append(str(e))
+                    failed.append(f"{shard}:{key}: {e}")
                     continue
                 videos += 1
-                caption = sample["txt"].decode("utf-8").strip() if "txt" in sample else str(meta.get("caption", ""))
+                caption, meta = sample.caption, sample.meta
                 starts = list(range(0, len(frames) - self.num_frames + 1, self.stride))[: self.max_segments]
                 for s in starts:
                     clip_meta = {"source_key": key, "source_shard": Path(shard).name, "frame_indices": list(range(s, s + self.num_frames)),
-                                 "caption": caption, "label": int(meta.get("class", meta.get("label", -1))),
-                                 "family": meta.get("class_name", meta.get("family", ""))}
+                                 "caption": caption, "label": sample.label, "family": meta.get("class_name", "")}
                     pending.append((f"{key}_s{s:05d}", frames[s:s + self.num_frames], clip_meta))
                     if len(pending) == self.batch_size:
                         yield self._batch(shard, pending, failed, videos, last=False)

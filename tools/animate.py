@@ -3,10 +3,10 @@
 
     python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --seeds 0-3 --out out/
     python tools/animate.py --ckpt stage2.ckpt --image photos/ --prompt "the leaves sway gently" --format mp4 gif
-    python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --loop-guidance 300 --slow-motion 4 --save-flow
+    python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --loop-guidance 1e4 --slow-motion 4 --save-flow
 
 Stochastic (image only), conditional (``--prompt`` text, ``--audio`` file, or ``--cond-image``), and
-seamless loops (``--loop-guidance MU``). Prints each clip's loop seam metric: the difference between
+seamless loops (``--loop-guidance MU``, acting after ``--loop-start`` of the steps). Prints each clip's loop seam metric: the difference between
 the last and the first frame relative to the mean difference between neighbouring frames, for the
 decoded fields and for the rendered frames.
 """
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmsolver++"])
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance weight w")
-    p.add_argument("--loop-guidance", type=float, default=0.0, help="loop self-guidance weight mu (0: no loop)")
+    p.add_argument("--loop-guidance", type=float, default=0.0, help="loop self-guidance weight mu (0: no loop; 1e4 suits the tiny demo model)")
+    p.add_argument("--loop-start", type=float, default=None, help="fraction of the steps after which loop guidance acts (default 0.3)")
     p.add_argument("--loop-velocity", type=float, default=0.0, help="weight of the loop velocity term")
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-3 or 1,5,7; one generator per seed")
     p.add_argument("--slow-motion", type=int, default=1, help="N: N - 1 interpolated fields between neighbours")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
     import numpy as np
 
-    from lvmm.animation import AnimationError, AnimationOptions, Animator
+    from lvmm.animation import LOOP_GUIDANCE_START, AnimationError, AnimationOptions, Animator
     from lvmm.checkpoint import CheckpointError
     from lvmm.media import MediaError, read_image, write_video
 
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"error: {e}")
     options = AnimationOptions(num_frames=args.num_frames, sampler=args.sampler, steps=args.steps, eta=args.eta,
                                guidance_scale=args.guidance_scale, loop_guidance=args.loop_guidance,
-                               loop_velocity=args.loop_velocity, slow_motion=args.slow_motion, size=args.size, fit=args.fit)
+                               loop_velocity=args.loop_velocity,
+                               loop_schedule=(LOOP_GUIDANCE_START if args.loop_start is None else args.loop_start, 1.0),
+                               slow_motion=args.slow_motion, size=args.size, fit=args.fit)
     rows = []
     for path in images:
         try:
