@@ -198,7 +198,11 @@ def main(argv: list[str] | None = None) -> dict:
     ib = f"official weights ({args.imagebind})" if args.imagebind else "a small seeded random ImageBind (no official weights given): text conditioning rests on random features"
     lines = ["# LVMM demo report", "", f"Conditioning encoder: {ib}.", "", "## Targets", "", "| target | value | |", "| --- | --- | --- |"]
     lines += [f"| {k} | {v} | {verdict(ok)} |" for k, (ok, v) in targets.items()]
-    lines += ["", "## Stage one (held-out photographs)", "", "```", json.dumps(s1, indent=1)[:3000], "```", "",
+    lines += ["", "## Stage one (held-out photographs)", "",
+              f"{s1.get('pairs', '?')} pairs (I_0, I_k) of held-out procedural clips; PSNR over all pairs, mean SSIM.", "",
+              "| rendered from | PSNR (dB) | SSIM |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {v:.2f} | {s1.get('ssim', {}).get(k, float('nan')):.3f} |" for k, v in s1.get("psnr", {}).items()]
+    lines += ["", "End-point error of the field (pixels): " + ", ".join(f"{k} {v:.3f}" for k, v in s1.get("epe_px", {}).items()), "",
               "## Stage two: conditioning", "",
               f"Accuracy of a family classifier on text-conditioned samples: **{accuracy:.3f}** over {len(predictions)} clips "
               f"(chance {chance:.3f}; CFG weight {args.guidance_scale}). The same classifier on decoded fields of true held-out clips: "
