@@ -46,6 +46,7 @@ def read_latents(folder: Path) -> list[dict]:
 
 def decoded_fields(motion, latents, batch: int = 64):
     """Decoded displacement fields in pixels (N, K, 2, h, w) of z_1..z_K."""
+    import numpy as np
     import torch
 
     from lvmm.warp import normalised_to_pixels
@@ -53,7 +54,7 @@ def decoded_fields(motion, latents, batch: int = 64):
     out = []
     with torch.no_grad():
         for i in range(0, len(latents), batch):
-            z = torch.from_numpy(__import__("numpy").stack([r["motion"][1:] for r in latents[i:i + batch]]))
+            z = torch.from_numpy(np.stack([r["motion"][1:] for r in latents[i:i + batch]]))
             f = motion.decode(z)[:, :, :2]
             out.append(normalised_to_pixels(f, *f.shape[-2:]))
     return torch.cat(out)
