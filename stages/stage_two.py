@@ -14,6 +14,13 @@ standard deviation (as LDM's ``scale_by_std``), which the noise schedule assumes
 it is used as is; left ``null``, it is estimated once, from the first batch the module sees (training
 or validation sanity check): ``1 / std(z_1..z_K)`` over that batch, averaged over the DDP ranks so
 every rank uses the same number. It is stored in the checkpoint's ``lvmm_extra`` and restored on resume.
+
+Token statistics: with ``standardize_tokens`` (the default) the same first batch sets the U-Net's
+per-slot token standardisation (:meth:`lvmm.nets.unet3d.UNet3D.set_token_statistics`): the mean
+embedding of each slot and one overall standard deviation, over the tokens present in the batch on all
+ranks. ImageBind embeddings of one corpus have cosine similarities near 1 to each other (0.98 for the
+demo's captions under the random encoder), so centring is what lets the text token steer the sample.
+The statistics are buffers of the U-Net and travel with its weights.
 """
 from __future__ import annotations
 
@@ -46,6 +53,8 @@ class StageTwo(pl.LightningModule):
         image_dropout, text_dropout: probabilities of replacing each token by the null token in
             training, independently (classifier-free guidance).
         latent_scale: multiply latents by this; None: estimate it from the first batch (module docs).
+        standardize_tokens: centre and scale the condition tokens with statistics of the first batch
+            (module docs); False leaves them as the encoder gives them.
         lr, betas, weight_decay: AdamW.
         warmup_steps: linear learning-rate warm-up (0: none).
         motion_checkpoint: a stage-one checkpoint; when set, media are rendered through it, and it
@@ -57,7 +66,7 @@ class StageTwo(pl.LightningModule):
     def __init__(self, unet: UNet3D, num_frames: int = 8, prediction_type: str = "v_prediction",
                  beta_schedule: str = "squaredcos_cap_v2", num_train_timesteps: int = 1000,
                  min_snr_gamma: float | None = 5.0, image_dropout: float = 0.1, text_dropout: float = 0.1,
-                 latent_scale: float | None = None, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 latent_scale: float | None = None, standardize_tokens: bool = True, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
                  weight_decay: float = 0.0, warmup_steps: int = 0, motion_checkpoint: str | None = None,
                  media_sampler: str = "ddim", media_steps: int = 50, media_guidance_scale: float = 1.0,
                  media_samples: int = 4, media_upscale: int = 8):
@@ -71,6 +80,7 @@ class StageTwo(pl.LightningModule):
         self.diffusion = Diffusion(DiffusionConfig(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                                                    prediction_type=prediction_type), min_snr_gamma=min_snr_gamma)
         self.latent_scale = latent_scale
+        self.token_statistics_set = False
         self.latent_size: list[int] | None = None  # (h, w) of the training latents, recorded for generation
         self._motion_model: list = []  # a list keeps stage one out of this module's parameters and state dict
 
@@ -83,6 +93,28 @@ class StageTwo(pl.LightningModule):
         if self._trainer is not None and self.trainer.world_size > 1:
             std = self.all_gather(std).float().mean()
         self.latent_scale = float(1.0 / std.clamp_min(1e-8))
+
+    def _ensure_token_statistics(self, batch: dict) -> None:
+        if not self.hparams.standardize_tokens or self.token_statistics_set:
+            return
+        tokens = torch.stack([batch["img_emb"], batch["txt_emb"]], 1).detach().float()              # (B, S, D)
+        present = torch.stack([torch.ones_like(batch["has_txt"]).bool(), batch["has_txt"].bool()], 1)
+        weight = present.to(tokens.device).float()[..., None]                                        # (B, S, 1)
+
+        def total(x: torch.Tensor) -> torch.Tensor:   # summed over the batch and over the DDP ranks
+            x = x.sum(0)
+            if self._trainer is not None and self.trainer.world_size > 1:
+                x = self.all_gather(x).sum(0)
+            return x
+
+        count = total(weight)                                                                        # (S, 1)
+        mean = total(tokens * weight) / count.clamp_min(1)                                           # (S, D)
+        var = total((tokens - mean) ** 2 * weight).mean(-1, keepdim=True) / (count - 1).clamp_min(1)  # (S, 1)
+        found = count > 0
+        mean = torch.where(found, mean, torch.zeros_like(mean))
+        scale = torch.where(found & (var > 0), var.sqrt(), torch.ones_like(var))
+        self.unet.set_token_statistics(mean, scale)
+        self.token_statistics_set = True
 
     def motion_model(self):
         """The stage-one :class:`lvmm.motion.MotionModel` of ``motion_checkpoint``, or None."""
@@ -110,6 +142,7 @@ class StageTwo(pl.LightningModule):
     def inputs(self, batch: dict, drop: bool) -> tuple[torch.Tensor, dict]:
         """Scaled clean sample x0 (B, C, K, h, w) and the U-Net's conditions, tokens dropped when ``drop``."""
         self._ensure_latent_scale(batch["z"])
+        self._ensure_token_statistics(batch)
         self.latent_size = list(batch["z"].shape[-2:])
         x0 = rearrange(batch["z"], "b k c h w -> b c k h w") * self.latent_scale
         b = x0.shape[0]
@@ -204,7 +237,8 @@ class StageTwo(pl.LightningModule):
                 "latent_scale": self.latent_scale, "num_frames": self.hparams.num_frames, "max_frames": u.max_frames,
                 "latent_channels": u.in_channels, "latent_size": self.latent_size,
                 "latent_multiple": u.downsample_factor, "cond_dim": u.cond_dim, "token_names": list(TOKEN_NAMES),
-                "appearance_channels": u.appearance_channels, "motion_checkpoint": self.hparams.motion_checkpoint}
+                "appearance_channels": u.appearance_channels, "motion_checkpoint": self.hparams.motion_checkpoint,
+                "token_statistics_set": self.token_statistics_set}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lvmm_networks"] = {"unet": self.unet.config}
@@ -215,6 +249,7 @@ class StageTwo(pl.LightningModule):
         if extra.get("latent_scale") is not None:
             self.latent_scale = float(extra["latent_scale"])
         self.latent_size = extra.get("latent_size", self.latent_size)
+        self.token_statistics_set = bool(extra.get("token_statistics_set", self.token_statistics_set))
 
 
 def to_video(panel: torch.Tensor) -> np.ndarray:

@@ -50,6 +50,30 @@ def test_token_dropout_and_latent_scale():
     assert abs(x0.std().item() - 1) < 1e-4 and module.extra()["latent_scale"] == module.latent_scale
 
 
+def test_token_statistics_are_set_once_from_the_first_batch():
+    batch = _batch(n=8)
+    batch["txt_emb"] = batch["txt_emb"] + 5.0   # a large direction every caption shares
+    batch["has_txt"][:2] = False
+    module = StageTwo(tiny_unet(randomise=False), num_frames=4)
+    module.inputs(batch, drop=False)
+    unet, present = module.unet, batch["has_txt"]
+    torch.testing.assert_close(unet.token_mean[0], batch["img_emb"].mean(0))
+    torch.testing.assert_close(unet.token_mean[1], batch["txt_emb"][present].mean(0))   # absent captions left out
+    tokens = unet.condition_tokens(torch.stack([batch["img_emb"], batch["txt_emb"]], 1), None, 8)
+    text = tokens[present, 1]
+    assert text.mean(0).abs().max() < 1e-5 and abs(text.std().item() - 1) < 0.1
+    assert module.extra()["token_statistics_set"]
+    first = unet.token_mean.clone()
+    other = _batch(n=8)
+    other["txt_emb"] = other["txt_emb"] - 3.0
+    module.inputs(other, drop=False)
+    assert torch.equal(unet.token_mean, first)   # estimated once; later batches do not move it
+
+    plain = StageTwo(tiny_unet(randomise=False), num_frames=4, standardize_tokens=False)
+    plain.inputs(batch, drop=False)
+    assert not plain.unet.token_mean.any() and torch.all(plain.unet.token_scale == 1)
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to")
 def test_overfitting_a_fixed_batch_lowers_the_loss():
     torch.manual_seed(0)
@@ -93,6 +117,7 @@ def test_fit_through_cli_and_checkpoint_rebuilds_unet(tmp_path, monkeypatch):
     raw = torch.load(ckpts[0], map_location="cpu", weights_only=True)
     extra = raw["lvmm_extra"]
     assert extra["latent_scale"] > 0 and extra["num_frames"] == 8 and extra["diffusion"]["num_train_timesteps"] == 1000
+    assert extra["token_statistics_set"] and raw["state_dict"]["unet.token_mean"].abs().sum() > 0
 
     unet = load_networks(ckpts[0], ["unet"])["unet"]
     unet2, config, extra2 = load_motion_diffusion(ckpts[0])

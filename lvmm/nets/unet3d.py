@@ -10,8 +10,10 @@ cross-attention to the condition tokens, temporal self-attention with relative p
   learned per-frame features v_1..v_T (``frame_features`` channels each, one set per frame index up
   to ``max_frames``), concatenated with x_t;
 * ``tokens`` (B, S, D) with ``token_mask`` (B, S): the ImageBind tokens of I_0 and of the text;
-  a masked (False) or absent token is replaced by a learned null token, which is what classifier-free
-  guidance trains and samples with;
+  given tokens are standardised per slot with statistics the training module sets once from data
+  (:meth:`UNet3D.set_token_statistics`, buffers saved with the weights); a masked (False) or absent
+  token is replaced by a learned null token, which is what classifier-free guidance trains and
+  samples with;
 * ``appearance`` (B, Ca, h, w), optional: an appearance map of I_0, broadcast over time and
   concatenated with x_t (only when ``appearance_channels > 0``).
 
@@ -164,6 +166,11 @@ class UNet3D(Configurable, nn.Module):
         # Conditions: learned null tokens stand in for absent or dropped tokens; a slot embedding tells
         # the attention which token is the image and which the text (both live in ImageBind's one space).
         self.null_tokens = nn.Parameter(torch.randn(num_tokens, cond_dim) / math.sqrt(cond_dim))
+        # Per-slot standardisation of the given tokens, set from data by the training module (identity
+        # until then). ImageBind embeddings of one corpus share a large common direction; what tells two
+        # captions apart is a small part of each vector, which centring makes the whole of it.
+        self.register_buffer("token_mean", torch.zeros(num_tokens, cond_dim))   # (S, D)
+        self.register_buffer("token_scale", torch.ones(num_tokens, 1))          # (S, 1)
         self.context_proj = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, emb_dim))
         self.slot_embed = nn.Parameter(torch.zeros(num_tokens, emb_dim))
         self.token_embed = nn.Linear(num_tokens * emb_dim, emb_dim) if tokens_in_embedding else None
@@ -204,14 +211,24 @@ class UNet3D(Configurable, nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # start from a zero prediction, the mean of every target type
         nn.init.zeros_(self.conv_out.bias)
 
+    @torch.no_grad()
+    def set_token_statistics(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """Standardise given tokens as ``(token - mean) / scale`` from now on: mean (S, D), scale (S,)."""
+        if mean.shape != self.token_mean.shape or scale.numel() != self.num_tokens:
+            raise ValueError(f"token statistics of shapes {tuple(mean.shape)}, {tuple(scale.shape)}; "
+                             f"expected {tuple(self.token_mean.shape)} and ({self.num_tokens},)")
+        self.token_mean.copy_(mean)
+        self.token_scale.copy_(scale.reshape(self.num_tokens, 1))
+
     def condition_tokens(self, tokens: torch.Tensor | None, token_mask: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """The tokens the network attends to, with null tokens where masked or absent: (B, S, D)."""
+        """The tokens the network attends to, standardised, with null tokens where masked or absent: (B, S, D)."""
         null = self.null_tokens[None].expand(batch, -1, -1)
         if tokens is None:
             return null
+        tokens = (tokens.to(null.dtype) - self.token_mean) / self.token_scale
         if token_mask is None:
             return tokens
-        return torch.where(token_mask[..., None].bool(), tokens.to(null.dtype), null)
+        return torch.where(token_mask[..., None].bool(), tokens, null)
 
     def _run(self, layer: nn.Module, *args) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
