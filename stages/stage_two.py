@@ -110,9 +110,7 @@ class StageTwo(pl.LightningModule):
         count = total(weight)                                                                        # (S, 1)
         mean = total(tokens * weight) / count.clamp_min(1)                                           # (S, D)
         var = total((tokens - mean) ** 2 * weight).mean(-1, keepdim=True) / (count - 1).clamp_min(1)  # (S, 1)
-        found = count > 0
-        mean = torch.where(found, mean, torch.zeros_like(mean))
-        scale = torch.where(found & (var > 0), var.sqrt(), torch.ones_like(var))
+        scale = torch.where(var > 0, var.sqrt(), torch.ones_like(var))   # a slot with no token stays identity
         self.unet.set_token_statistics(mean, scale)
         self.token_statistics_set = True
 
