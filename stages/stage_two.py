@@ -66,8 +66,8 @@ class StageTwo(pl.LightningModule):
     def __init__(self, unet: UNet3D, num_frames: int = 8, prediction_type: str = "v_prediction",
                  beta_schedule: str = "squaredcos_cap_v2", num_train_timesteps: int = 1000,
                  min_snr_gamma: float | None = 5.0, image_dropout: float = 0.1, text_dropout: float = 0.1,
-                 latent_scale: float | None = None, standardize_tokens: bool = True, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
-                 weight_decay: float = 0.0, warmup_steps: int = 0, motion_checkpoint: str | None = None,
+                 latent_scale: float | None = None, standardize_tokens: bool = True, lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, warmup_steps: int = 0, motion_checkpoint: str | None = None,
                  media_sampler: str = "ddim", media_steps: int = 50, media_guidance_scale: float = 1.0,
                  media_samples: int = 4, media_upscale: int = 8):
         super().__init__()
@@ -99,7 +99,7 @@ class StageTwo(pl.LightningModule):
             return
         tokens = torch.stack([batch["img_emb"], batch["txt_emb"]], 1).detach().float()              # (B, S, D)
         present = torch.stack([torch.ones_like(batch["has_txt"]).bool(), batch["has_txt"].bool()], 1)
-        weight = present.to(tokens.device).float()[..., None]                                        # (B, S, 1)
+        weight = present.float()[..., None]                                                          # (B, S, 1)
 
         def total(x: torch.Tensor) -> torch.Tensor:   # summed over the batch and over the DDP ranks
             x = x.sum(0)
