@@ -1,19 +1,24 @@
-"""CLIP byte-level BPE tokenizer, as ImageBind's ``load_and_transform_text`` uses it.
+"""CLIP byte-level BPE tokenizer, as ImageBind's ``load_and_transform_text`` uses it, on top of open_clip's.
 
-The vocabulary is OpenAI CLIP's ``bpe_simple_vocab_16e6.txt.gz``. It is not shipped with LVMM: by
-default it is read from the ``open_clip_torch`` package, which carries a byte-identical copy
-(checked by sha256); any other copy can be passed as ``bpe_path`` or ``$LVMM_BPE_VOCAB``.
+``open_clip_torch`` ships OpenAI CLIP's vocabulary ``bpe_simple_vocab_16e6.txt.gz`` (byte-identical
+to the copy inside ImageBind; checked by sha256) and the same tokenizer: text cleaning (ftfy, HTML
+unescaped twice, whitespace collapsed, lower case), the byte-to-unicode map and the BPE merges.
+This module uses those as they are and adds the two places where ImageBind's rules are its own:
 
-Ids are ``[<|startoftext|>] + bpe`` cut to the first ``context_length - 1`` ids, then
-``<|endoftext|>`` and zero padding: the end-of-text token, which the text head pools, is always
-present (the official rule since ImageBind commit 1125e1e, November 2025).
+* the special tokens are spelled ``<|startoftext|>`` and ``<|endoftext|>`` (open_clip spells them
+  ``<start_of_text>``/``<end_of_text>``; the ids, 49406 and 49407, are the same), and a literal
+  special token inside a text is kept as that one token, as the official pre-token pattern does;
+* ids are ``[<|startoftext|>] + bpe`` cut to the first ``context_length - 1`` ids, then
+  ``<|endoftext|>`` and zero padding, so the end-of-text token that the text head pools is always
+  present (the official rule since ImageBind commit 1125e1e, November 2025).
+
+Another copy of the vocabulary can be passed as ``bpe_path`` or ``$LVMM_BPE_VOCAB``. Importing
+open_clip is slow (it imports torchvision and timm), so it happens when the first tokenizer is built.
 """
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
-import html
 import importlib.util
 import os
 from pathlib import Path
@@ -25,11 +30,10 @@ CONTEXT_LENGTH = 77
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 VOCAB_SIZE = 49408
-NUM_MERGES = VOCAB_SIZE - 2 * 256 - 2  # byte symbols, byte symbols + </w>, two specials
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 PAD_ID = 0
-END_OF_WORD = "</w>"
-# Pre-tokenisation: special tokens, English contractions, letter runs, single digits, other runs.
+# ImageBind's pre-token pattern: its special tokens, English contractions, letter runs, single
+# digits, other runs. It differs from open_clip's only in how the special tokens are spelled.
 PRETOKEN_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
@@ -44,86 +48,42 @@ def default_vocab_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / VOCAB_FILE
 
 
-@functools.lru_cache()
-def byte_to_unicode() -> dict[int, str]:
-    """Reversible map of the 256 byte values to printable unicode characters.
-
-    Printable Latin-1 bytes map to themselves; the rest (controls, space, ...) are moved to code
-    points from 256 on, so that BPE never sees whitespace or control characters.
-    The dict's order (kept bytes first, then the moved ones) is the order of the first 256
-    vocabulary entries.
-    """
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    moved = [b for b in range(256) if b not in keep]
-    return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(moved)}}
-
-
-def clean_text(text: str) -> str:
-    """ftfy repair, double HTML unescape, whitespace collapse, lower case (CLIP's cleaning)."""
-    import ftfy
-    import regex
-
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
-    return regex.sub(r"\s+", " ", text).strip().lower()
-
-
 class BPETokenizer:
-    """Byte-level BPE with CLIP's vocabulary; call it on a list of strings to get ``(N, 77)`` ids."""
+    """Byte-level BPE with CLIP's vocabulary; call it on a list of strings to get ``(N, 77)`` ids.
+
+    ``encoder``/``decoder`` map symbols to ids and back, with the special tokens under ImageBind's
+    names; ``sot_id``/``eot_id`` are the start and end ids.
+    """
 
     def __init__(self, bpe_path: str | Path | None = None, context_length: int = CONTEXT_LENGTH, check_sha256: bool = True):
         import regex
+        from open_clip.tokenizer import SimpleTokenizer
 
         path = Path(bpe_path) if bpe_path is not None else default_vocab_path()
         if not path.is_file():
             raise FileNotFoundError(f"{path}: CLIP BPE vocabulary not found (expected {VOCAB_FILE})")
-        raw = path.read_bytes()
-        if check_sha256 and hashlib.sha256(raw).hexdigest() != VOCAB_SHA256:
+        if check_sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != VOCAB_SHA256:
             raise ValueError(f"{path}: not the CLIP BPE vocabulary (sha256 differs from {VOCAB_SHA256})")
-        lines = gzip.decompress(raw).decode("utf-8").split("\n")
-        merges = [tuple(line.split()) for line in lines[1 : 1 + NUM_MERGES]]  # line 0 is a header
-
-        symbols = list(byte_to_unicode().values())
-        vocab = symbols + [s + END_OF_WORD for s in symbols] + ["".join(m) for m in merges] + [SOT, EOT]
-        self.encoder = {tok: i for i, tok in enumerate(vocab)}
-        self.decoder = {i: tok for tok, i in self.encoder.items()}
-        self.merge_rank = {pair: i for i, pair in enumerate(merges)}
-        self.sot_id, self.eot_id = self.encoder[SOT], self.encoder[EOT]
+        self._clip = SimpleTokenizer(str(path), context_length=context_length, clean="lower")
+        if self._clip.vocab_size != VOCAB_SIZE:
+            raise ValueError(f"{path}: {self._clip.vocab_size} vocabulary entries, expected {VOCAB_SIZE}")
+        self.sot_id, self.eot_id = self._clip.sot_token_id, self._clip.eot_token_id
+        self.decoder = {**self._clip.decoder, self.sot_id: SOT, self.eot_id: EOT}
+        self.encoder = {tok: i for i, tok in self.decoder.items()}
         self.context_length = context_length
-        self.byte_map = byte_to_unicode()
-        self.pattern = regex.compile(PRETOKEN_PATTERN, regex.IGNORECASE)
-        # Special tokens written literally in a text are kept whole.
-        self._cache: dict[str, tuple[str, ...]] = {SOT: (SOT,), EOT: (EOT,)}
-
-    def bpe(self, word: str) -> tuple[str, ...]:
-        """Split one pre-token (already byte-mapped) into vocabulary symbols."""
-        if word in self._cache:
-            return self._cache[word]
-        parts = list(word[:-1]) + [word[-1] + END_OF_WORD]
-        while len(parts) > 1:
-            # Apply the earliest-learned merge present anywhere in the word, at every occurrence.
-            pairs = {(a, b) for a, b in zip(parts, parts[1:])}
-            best = min(pairs, key=lambda p: self.merge_rank.get(p, float("inf")))
-            if best not in self.merge_rank:
-                break
-            merged, i = [], 0
-            while i < len(parts):
-                if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
-                    merged.append(parts[i] + parts[i + 1])
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            parts = merged
-        out = tuple(parts)
-        self._cache[word] = out
-        return out
+        self._special = {SOT: self.sot_id, EOT: self.eot_id}
+        self._pattern = regex.compile(PRETOKEN_PATTERN, regex.IGNORECASE)
 
     def encode(self, text: str) -> list[int]:
         """BPE ids of a text, without start/end tokens or truncation."""
+        clip = self._clip
         ids = []
-        for token in self.pattern.findall(clean_text(text)):
-            mapped = "".join(self.byte_map[b] for b in token.encode("utf-8"))
-            ids.extend(self.encoder[s] for s in self.bpe(mapped))
+        for token in self._pattern.findall(clip.clean_fn(text)):
+            if token in self._special:
+                ids.append(self._special[token])
+                continue
+            mapped = "".join(clip.byte_encoder[b] for b in token.encode("utf-8"))
+            ids.extend(clip.encoder[s] for s in clip.bpe(mapped).split(" "))
         return ids
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
@@ -141,5 +101,5 @@ class BPETokenizer:
 
 @functools.lru_cache(maxsize=4)
 def get_tokenizer(bpe_path: str | None = None) -> BPETokenizer:
-    """A shared tokenizer (reading the vocabulary takes about a second)."""
+    """A shared tokenizer (building one reads the vocabulary and imports open_clip: seconds)."""
     return BPETokenizer(bpe_path)
