@@ -1,11 +1,14 @@
 """LPIPS (Zhang et al., 2018), version 0.1 with the AlexNet backbone.
 
-Two local files make the published metric:
+Two files make the published metric:
 
 - the backbone: torchvision's ImageNet AlexNet (``alexnet-owt-7be5be79.pth``; only its ``features.*``
-  tensors are used, the classifier is ignored);
-- the calibration: the lpips package's ``weights/v0.1/alex.pth``, five 1x1 convolutions
-  (``lin0.model.1.weight`` ... ``lin4.model.1.weight``) that weight the channels of each layer.
+  tensors are used, the classifier is ignored), from a local path the user gives;
+- the calibration: LPIPS v0.1's ``alex.pth``, five 1x1 convolutions (``lin0.model.1.weight`` ...
+  ``lin4.model.1.weight``) that weight the channels of each layer. torchmetrics, a dependency, ships
+  this 6 kB file inside its package (``torchmetrics/functional/image/lpips_models/alex.pth``,
+  Apache-2.0 package; the weights come from the LPIPS authors' BSD-2-Clause release), so it is used
+  from there by default (checked by sha256); a local copy can still be passed instead.
 
 Distance: both images are scaled to [-1, 1], then shifted and scaled per channel as LPIPS does, the
 five ReLU outputs of AlexNet are unit-normalised along channels, their squared differences weighted by
@@ -13,6 +16,7 @@ the calibration layers, averaged over space and summed over layers.
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -31,14 +35,18 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 NORM_EPS = 1e-10  # guards the channel normalisation of all-zero features
 BACKBONE_SOURCE = (
-    "Use torchvision's AlexNet ImageNet weights, alexnet-owt-7be5be79.pth (see docs/readme/evaluation.md); "
+    "Use torchvision's AlexNet ImageNet weights, alexnet-owt-7be5be79.pth (see docs/evaluation.md); "
     "nothing is downloaded at run time."
 )
 LINEAR_SOURCE = (
-    "Use the lpips package's weights/v0.1/alex.pth (see docs/readme/evaluation.md); nothing is downloaded at run time."
+    "Omit the path to use the copy torchmetrics ships, or pass LPIPS v0.1's alex.pth (see docs/evaluation.md); "
+    "nothing is downloaded at run time."
 )
+# The calibration file inside the torchmetrics package, and its sha256 (torchmetrics 1.9.0).
+TORCHMETRICS_LINEAR_FILE = ("functional", "image", "lpips_models", "alex.pth")
+TORCHMETRICS_LINEAR_SHA256 = "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"
 
-__all__ = ["LPIPS", "load_lpips"]
+__all__ = ["LPIPS", "load_lpips", "torchmetrics_linear_path"]
 
 
 class _ChannelWeights(nn.Module):
@@ -90,13 +98,28 @@ class LPIPS(nn.Module):
         return total
 
 
-def load_lpips(backbone_path: str | Path, linear_path: str | Path, backbone_sha256: str | None = None,
+def torchmetrics_linear_path() -> Path:
+    """The LPIPS v0.1 AlexNet calibration file shipped inside the installed torchmetrics (not imported)."""
+    spec = importlib.util.find_spec("torchmetrics")
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(f"torchmetrics is not installed, so its LPIPS calibration file is unavailable. {LINEAR_SOURCE}")
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*TORCHMETRICS_LINEAR_FILE)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: the installed torchmetrics does not ship the LPIPS calibration file. {LINEAR_SOURCE}")
+    return path
+
+
+def load_lpips(backbone_path: str | Path, linear_path: str | Path | None = None, backbone_sha256: str | None = None,
                linear_sha256: str | None = None, map_location: str | torch.device = "cpu") -> LPIPS:
     """Build :class:`LPIPS` from the AlexNet weights file and the LPIPS calibration file (strict, safe).
 
     The backbone file may be the whole torchvision AlexNet state dict (``features.*`` and
-    ``classifier.*``) or only its ``features.*``; the classifier is not used.
+    ``classifier.*``) or only its ``features.*``; the classifier is not used. Without
+    ``linear_path`` the calibration is the copy torchmetrics ships, checked against its known sha256.
     """
+    if linear_path is None:
+        linear_path = torchmetrics_linear_path()
+        linear_sha256 = linear_sha256 or TORCHMETRICS_LINEAR_SHA256
     model = LPIPS()
     backbone = read_state_dict(backbone_path, "AlexNet (LPIPS backbone)", BACKBONE_SOURCE)
     prefix = "features."
