@@ -40,5 +40,5 @@ setup(
         "matplotlib>=3.8,<3.12",
         "pyyaml>=6,<7",
     ],
-    extras_require={"dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"]},
+    extras_require={"dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.17,<0.18"]},
 )

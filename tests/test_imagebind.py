@@ -5,6 +5,7 @@ The compatibility vectors in ``tests/data/imagebind`` (or the folder named by
 with a tiny random model whose weights carry the official key names; ``tests/data/imagebind/README.md``
 says what each file holds and how it was made.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,17 @@ import torch
 from lvmm.checkpoint import CheckpointError
 from lvmm.imagebind import BPETokenizer, ImageBind, ImageBindEncoder, get_tokenizer, preprocess_images, resolve_config
 from lvmm.imagebind.audio import (
-    FBANK_STD, LOG_FLOOR, NUM_MEL_BINS, PREEMPHASIS, SAMPLE_RATE, TARGET_FRAMES, clip_spans, kaldi_fbank, load_audio,
-    mel_filter_bank, waveform_to_clips,
+    FBANK_STD,
+    LOG_FLOOR,
+    NUM_MEL_BINS,
+    PREEMPHASIS,
+    SAMPLE_RATE,
+    TARGET_FRAMES,
+    clip_spans,
+    kaldi_fbank,
+    load_audio,
+    mel_filter_bank,
+    waveform_to_clips,
 )
 
 VECTORS_ENV = "LVMM_IMAGEBIND_VECTORS"
@@ -36,7 +46,7 @@ def vectors_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent / "data" / "imagebind"
 
 
-@functools.lru_cache()
+@functools.lru_cache
 def _load_reference(d: str):
     from safetensors.torch import load_file
 
@@ -53,7 +63,9 @@ def _load_reference(d: str):
 def ref():
     d = vectors_dir()
     if not (d / "tiny_vectors.pt").is_file():  # they ship with the repository: a missing file is a failure
-        pytest.fail(f"ImageBind compatibility vectors not found in {d}; set {VECTORS_ENV} to the folder holding tiny_vectors.pt")
+        pytest.fail(
+            f"ImageBind compatibility vectors not found in {d}; set {VECTORS_ENV} to the folder holding tiny_vectors.pt"
+        )
     config, vectors, weights, model = _load_reference(str(d))
     return {"dir": d, "config": config, "vec": vectors, "weights": weights, "model": model}
 
@@ -73,7 +85,9 @@ def test_tiny_state_dict_loads_strict(ref):
     model.load_state_dict(ref["weights"], strict=True)
 
 
-@pytest.mark.parametrize("modality,key", [("vision", "image_preprocessed"), ("text", "text_token_ids"), ("audio", "audio_preprocessed")])
+@pytest.mark.parametrize(
+    "modality,key", [("vision", "image_preprocessed"), ("text", "text_token_ids"), ("audio", "audio_preprocessed")]
+)
 def test_outputs_match_official(ref, modality, key):
     with torch.no_grad():
         got = ref["model"]({modality: ref["vec"][key]})[modality]
@@ -94,7 +108,9 @@ def test_vision_intermediates(ref):
         torch.testing.assert_close(x[0], vec["inter.vision.trunk_out_b0"], **INTER_TOL)
         head = model.modality_heads["vision"](x)
         torch.testing.assert_close(head, vec["inter.vision.head_out"], **INTER_TOL)
-        torch.testing.assert_close(model.modality_postprocessors["vision"](head), vec["inter.vision.postprocessor_out"], **INTER_TOL)
+        torch.testing.assert_close(
+            model.modality_postprocessors["vision"](head), vec["inter.vision.postprocessor_out"], **INTER_TOL
+        )
 
 
 def test_text_intermediates(ref):
@@ -110,7 +126,9 @@ def test_text_intermediates(ref):
         torch.testing.assert_close(x, vec["inter.text.trunk_out"], **INTER_TOL)
         head = model.modality_heads["text"](x, **out.head_kwargs)
         torch.testing.assert_close(head, vec["inter.text.head_out"], **INTER_TOL)
-        torch.testing.assert_close(model.modality_postprocessors["text"](head), vec["inter.text.postprocessor_out"], **OUT_TOL)
+        torch.testing.assert_close(
+            model.modality_postprocessors["text"](head), vec["inter.text.postprocessor_out"], **OUT_TOL
+        )
 
 
 def test_audio_intermediates(ref):
@@ -127,7 +145,9 @@ def test_audio_intermediates(ref):
         # Per-clip head output and post-processing (the model averages the latter over clips).
         head = model.encode("audio", vec["audio_preprocessed"], normalize=False)  # (2, 3, 32)
         torch.testing.assert_close(head, vec["inter.audio.head_out"], **INTER_TOL)
-        torch.testing.assert_close(model.modality_postprocessors["audio"](head), vec["inter.audio.postprocessor_out"], **OUT_TOL)
+        torch.testing.assert_close(
+            model.modality_postprocessors["audio"](head), vec["inter.audio.postprocessor_out"], **OUT_TOL
+        )
 
 
 def test_huge_keys_and_shapes_match_manifest(ref):
@@ -195,15 +215,15 @@ def test_audio_clip_sampler(ref):
 # zero-padded to N = 512. A float32 FFT computes every bin X_k with an absolute error of about
 # delta = u * log2(N) * ||x_w||_2 (u = 2**-24; the error of one radix-2 stage is a few u of the
 # norm, spread over the bins), and the order of the butterflies, hence the rounding, depends on the
-# FFT library and the CPU's vector width (MKL's AVX-512 kernels differ from its AVX2 ones). The power
+# FFT library and on the vector kernels it picks for the CPU it runs on. The power
 # |X_k|^2 then errs by up to 2 |X_k| delta + delta^2, and a mel energy E = sum_k w_k |X_k|^2 by
 # sum_k w_k (2 |X_k| delta + delta^2) <= 2 delta sqrt(W E) + delta^2 W (Cauchy-Schwarz, W = sum_k w_k).
 # The log turns that into an absolute error of
 #     2 delta sqrt(W / E) + delta^2 W / E      (E floored at float32 eps, as Kaldi does)
 # plus a few u of |log E| for the log itself. The bound is tight (a few 1e-6) where a filter holds
 # signal energy and loose (up to 0.1) in the near-empty filters between these pure tones, which is
-# where two float32 FFTs disagree: with 1e-5 flat, 34% of the elements failed on an AVX-512 Xeon
-# (max 5.8e-3), and swapping torch's FFT for scipy's float32 pocketfft moves 53% of the elements,
+# where two float32 FFTs disagree: with 1e-5 flat, 34% of the elements were reported to fail on an
+# AVX-512 Xeon (max 5.8e-3), and swapping torch's FFT for scipy's float32 pocketfft moves 53% of them,
 # by up to 4.7e-3. Measured against float64 (the same steps, same filters), the official float32
 # result sits at <= 0.25 of this bound, scipy's float32 FFT also at <= 0.25, and a gain error of
 # 1e-5 exceeds it in 8% of the elements, so the check still sees real changes.
@@ -225,7 +245,8 @@ def _fbank_tolerance(clip: torch.Tensor) -> torch.Tensor:
 def _assert_within(got: torch.Tensor, want: torch.Tensor, tol: torch.Tensor) -> None:
     err = (got.double() - want.double()).abs()
     bad = err > tol
-    assert not bad.any(), f"{int(bad.sum())} of {bad.numel()} elements beyond the float32 bound; worst excess {(err - tol).max().item():.3g}"
+    excess = (err - tol).max().item()
+    assert not bad.any(), f"{int(bad.sum())} of {bad.numel()} beyond the float32 bound; worst excess {excess:.3g}"
 
 
 def test_fbank_matches_official(ref):
@@ -311,7 +332,9 @@ def test_random_model_is_seeded_and_sized():
     with torch.no_grad():
         ea, eb, ec = (m.encode("text", ids) for m in (a, b, c))
     assert torch.equal(ea, eb) and not torch.allclose(ea, ec)
-    mid = ImageBind.random({"base": "tiny", "vision_embed_dim": 96, "vision_num_heads": 3, "out_embed_dim": 48}, modalities=("vision",))
+    mid = ImageBind.random(
+        {"base": "tiny", "vision_embed_dim": 96, "vision_num_heads": 3, "out_embed_dim": 48}, modalities=("vision",)
+    )
     with torch.no_grad():
         assert mid.encode("vision", torch.randn(2, 3, 224, 224)).shape == (2, 48)
     with pytest.raises(ValueError, match="unknown ImageBind config keys"):
@@ -321,7 +344,13 @@ def test_random_model_is_seeded_and_sized():
 def test_optional_modalities_and_other_resolutions(ref):
     model = ref["model"]
     with torch.no_grad():
-        out = model({"depth": torch.randn(2, 1, 224, 224), "thermal": torch.randn(2, 1, 224, 224), "imu": torch.randn(2, 6, 2000)})
+        out = model(
+            {
+                "depth": torch.randn(2, 1, 224, 224),
+                "thermal": torch.randn(2, 1, 224, 224),
+                "imu": torch.randn(2, 6, 2000),
+            }
+        )
         norms = {m: out[m].norm(dim=-1) for m in out}
         torch.testing.assert_close(norms["depth"], torch.full((2,), 5.0))
         torch.testing.assert_close(norms["thermal"], torch.full((2,), 10.0))
@@ -339,7 +368,11 @@ def test_mismatched_checkpoint_error_names_keys(ref, tmp_path):
     with pytest.raises(CheckpointError) as err:
         ImageBindEncoder(weights=path, config=ref["config"])
     msg = str(err.value)
-    assert "bad.pth" in msg and "modality_heads.text.proj.1.weight" in msg and "cls_token: checkpoint (1, 1, 65) vs model (1, 1, 64)" in msg
+    assert (
+        "bad.pth" in msg
+        and "modality_heads.text.proj.1.weight" in msg
+        and "cls_token: checkpoint (1, 1, 65) vs model (1, 1, 64)" in msg
+    )
     with pytest.raises(CheckpointError, match="CC BY-NC-SA 4.0"):
         ImageBindEncoder(weights=tmp_path / "missing.pth")
     with pytest.raises(CheckpointError, match="missing keys"):  # the tiny weights are not huge
@@ -359,7 +392,9 @@ def test_encoder_with_official_weights_matches_official_outputs(ref, tmp_path):
     enc = ImageBindEncoder(weights=pth, config=ref["config"], device="cpu", batch_size=2)
     enc_st = ImageBindEncoder(weights=ref["dir"] / "tiny_state_dict.safetensors", config=ref["config"], device="cpu")
     assert enc.dim == 32 and enc.weights_id == enc_st.weights_id and len(enc.weights_id) == 16
-    torch.testing.assert_close(enc.embed_images([a.numpy() for a in vec["image_raw_uint8"]]), vec["out_vision"], **OUT_TOL)
+    torch.testing.assert_close(
+        enc.embed_images([a.numpy() for a in vec["image_raw_uint8"]]), vec["out_vision"], **OUT_TOL
+    )
     torch.testing.assert_close(enc.embed_texts(vec["text_strings"]), vec["out_text"], **OUT_TOL)
     audio = [(w, vec["audio_sample_rate"]) for w in vec["audio_waveforms"]]
     torch.testing.assert_close(enc_st.embed_audio(audio), vec["out_audio"], **OUT_TOL)
@@ -398,7 +433,9 @@ def _write_folder(root: Path) -> None:
 def test_embed_tool(tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("embed_tool", Path(__file__).resolve().parents[1] / "tools" / "embed.py")
+    spec = importlib.util.spec_from_file_location(
+        "embed_tool", Path(__file__).resolve().parents[1] / "tools" / "embed.py"
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     src, out = tmp_path / "in", tmp_path / "out"
@@ -409,7 +446,9 @@ def test_embed_tool(tmp_path):
     assert np.load(out / "d.wav.npy").shape == (32,)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["dim"] == 32 and set(manifest["files"]) == {"a.png", "sub/b.jpg", "c.txt", "d.wav"}
-    assert tool.main([str(src), str(tmp_path / "lines"), "--config", "tiny", "--modality", "text", "--text-per-line"]) == 0
+    assert (
+        tool.main([str(src), str(tmp_path / "lines"), "--config", "tiny", "--modality", "text", "--text-per-line"]) == 0
+    )
     assert np.load(tmp_path / "lines" / "c.txt.npy").shape == (2, 32)
     (src / "broken.png").write_bytes(b"not an image")
     assert tool.main([str(src), str(tmp_path / "bad"), "--config", "tiny", "--modality", "image"]) == 1

@@ -1,5 +1,6 @@
 """LPIPS with the calibration weights torchmetrics ships: the file, the default path, and parity with
 torchmetrics' own LPIPS on the same (seeded, random) AlexNet backbone."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,7 +26,9 @@ def test_torchmetrics_calibration_file_is_the_published_layout():
     path = torchmetrics_linear_path()
     assert file_sha256(path) == TORCHMETRICS_LINEAR_SHA256
     state = read_state_dict(path, "LPIPS calibration", "")
-    assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in LPIPS().calibration().state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in state.items()} == {
+        k: tuple(v.shape) for k, v in LPIPS().calibration().state_dict().items()
+    }
     # Learned channel weights: non-negative (a distance) and not all zero in any layer.
     assert all((v >= 0).all() and (v > 0).any() for v in state.values())
 
@@ -43,7 +46,7 @@ def test_default_calibration_matches_torchmetrics_lpips(tmp_path):
     starts = (0,) + ALEX_SLICE_ENDS[:-1]
     sliced = {}
     for key, value in backbone.items():
-        index, param = key[len("features."):].split(".")
+        index, param = key[len("features.") :].split(".")
         s = next(i for i, (a, b) in enumerate(zip(starts, ALEX_SLICE_ENDS)) if a <= int(index) < b)
         sliced[f"slice{s + 1}.{index}.{param}"] = value
     reference.net.load_state_dict(sliced, strict=True)

@@ -15,14 +15,15 @@ This module uses those as they are and adds the two places where ImageBind's rul
 Another copy of the vocabulary can be passed as ``bpe_path`` or ``$LVMM_BPE_VOCAB``. Importing
 open_clip is slow (it imports torchvision and timm), so it happens when the first tokenizer is built.
 """
+
 from __future__ import annotations
 
 import functools
 import hashlib
 import importlib.util
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -44,7 +45,9 @@ def default_vocab_path() -> Path:
         return Path(env)
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"CLIP BPE vocabulary not found: install open_clip_torch, or set LVMM_BPE_VOCAB to a copy of {VOCAB_FILE}")
+        raise FileNotFoundError(
+            f"CLIP BPE vocabulary not found: install open_clip_torch, or set LVMM_BPE_VOCAB to a copy of {VOCAB_FILE}"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / VOCAB_FILE
 
 
@@ -55,7 +58,9 @@ class BPETokenizer:
     names; ``sot_id``/``eot_id`` are the start and end ids.
     """
 
-    def __init__(self, bpe_path: str | Path | None = None, context_length: int = CONTEXT_LENGTH, check_sha256: bool = True):
+    def __init__(
+        self, bpe_path: str | Path | None = None, context_length: int = CONTEXT_LENGTH, check_sha256: bool = True
+    ):
         import regex
         from open_clip.tokenizer import SimpleTokenizer
 

@@ -14,6 +14,7 @@ Distance: both images are scaled to [-1, 1], then shifted and scaled per channel
 five ReLU outputs of AlexNet are unit-normalised along channels, their squared differences weighted by
 the calibration layers, averaged over space and summed over layers.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -102,15 +103,24 @@ def torchmetrics_linear_path() -> Path:
     """The LPIPS v0.1 AlexNet calibration file shipped inside the installed torchmetrics (not imported)."""
     spec = importlib.util.find_spec("torchmetrics")
     if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError(f"torchmetrics is not installed, so its LPIPS calibration file is unavailable. {LINEAR_SOURCE}")
+        raise CheckpointError(
+            f"torchmetrics is not installed, so its LPIPS calibration file is unavailable. {LINEAR_SOURCE}"
+        )
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*TORCHMETRICS_LINEAR_FILE)
     if not path.is_file():
-        raise CheckpointError(f"{path}: the installed torchmetrics does not ship the LPIPS calibration file. {LINEAR_SOURCE}")
+        raise CheckpointError(
+            f"{path}: the installed torchmetrics does not ship the LPIPS calibration file. {LINEAR_SOURCE}"
+        )
     return path
 
 
-def load_lpips(backbone_path: str | Path, linear_path: str | Path | None = None, backbone_sha256: str | None = None,
-               linear_sha256: str | None = None, map_location: str | torch.device = "cpu") -> LPIPS:
+def load_lpips(
+    backbone_path: str | Path,
+    linear_path: str | Path | None = None,
+    backbone_sha256: str | None = None,
+    linear_sha256: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> LPIPS:
     """Build :class:`LPIPS` from the AlexNet weights file and the LPIPS calibration file (strict, safe).
 
     The backbone file may be the whole torchvision AlexNet state dict (``features.*`` and
@@ -123,10 +133,18 @@ def load_lpips(backbone_path: str | Path, linear_path: str | Path | None = None,
     model = LPIPS()
     backbone = read_state_dict(backbone_path, "AlexNet (LPIPS backbone)", BACKBONE_SOURCE)
     prefix = "features."
-    features = {k[len(prefix):]: v for k, v in backbone.items() if k.startswith(prefix)}
+    features = {k[len(prefix) :]: v for k, v in backbone.items() if k.startswith(prefix)}
     if not features:
-        raise CheckpointError(f"{backbone_path}: no 'features.*' tensors; expected torchvision's AlexNet state dict. {BACKBONE_SOURCE}")
-    load_weights(model.features, backbone_path, what="AlexNet (LPIPS backbone)", source=BACKBONE_SOURCE,
-                 sha256=backbone_sha256, state=features)
+        raise CheckpointError(
+            f"{backbone_path}: no 'features.*' tensors; expected torchvision's AlexNet state dict. {BACKBONE_SOURCE}"
+        )
+    load_weights(
+        model.features,
+        backbone_path,
+        what="AlexNet (LPIPS backbone)",
+        source=BACKBONE_SOURCE,
+        sha256=backbone_sha256,
+        state=features,
+    )
     load_weights(model.calibration(), linear_path, what="LPIPS calibration", source=LINEAR_SOURCE, sha256=linear_sha256)
     return model.eval().to(map_location)
