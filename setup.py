@@ -18,8 +18,10 @@ setup(
     package_dir={"lvmm": "lvmm", "lvmm.stages": "stages", "lvmm.datasets": "datasets"},
     include_package_data=True,
     install_requires=[
-        "torch>=2.4,<2.15",
-        "torchvision>=0.19,<0.30",
+        # >= 2.10: torch.load(weights_only=True) could still run code before 2.6 (CVE-2025-32434)
+        # and before 2.10 (CVE-2026-24747); checkpoints are untrusted input here
+        "torch>=2.10,<2.15",
+        "torchvision>=0.25,<0.30",
         "pytorch-lightning>=2.6,<2.7",
         "jsonargparse[signatures]>=4.32,<5",
         "kornia>=0.7,<0.10",

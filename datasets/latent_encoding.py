@@ -1,10 +1,12 @@
 """Turning video shards into latent motion shards: the input stream and the output writer.
 
 Resumability works per *input shard*: every input shard ``S.tar`` becomes one output shard
-``latent-S.tar``, written under a temporary name, renamed when complete, and then recorded in the
-rank's manifest (``manifest-rank{r}.jsonl``, one JSON line per finished input shard with its counts).
-A rerun skips the input shards that any manifest lists, so a killed run loses only the shards it was
-writing and nothing is done twice. Ranks (and data-loader workers) take disjoint input shards.
+``latent-S.tar``, written under a temporary name, fsynced, renamed when complete, and then recorded in
+the rank's manifest (``manifest-rank{r}.jsonl``, one JSON line per finished input shard with its
+counts). A rerun skips the input shards that any manifest lists, so a killed run loses only the shards
+it was writing and nothing is done twice. An input shard that cannot be read is reported and *not*
+recorded, so a rerun tries it again; a torn last manifest line (a kill mid-append) is ignored and cut
+off. Ranks (and data-loader workers) take disjoint input shards.
 
 The input stream yields ready-made batches of sub-clips, each from one input shard, the shard's last
 batch flagged ``last`` (an input shard with nothing usable still yields one empty, last batch), so
@@ -16,6 +18,7 @@ import io
 import json
 import os
 import tarfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -25,7 +28,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lvmm.datasets.readers import decode
-from lvmm.media import MediaError
+from lvmm.media import MediaError, fsync_dir
 
 MANIFEST_GLOB = "manifest-rank*.jsonl"
 
@@ -34,26 +37,49 @@ def output_name(input_shard: str | os.PathLike) -> str:
     return f"latent-{Path(input_shard).stem}.tar"
 
 
+def _manifest_rows(manifest: Path) -> list[dict]:
+    """The JSON rows of one manifest; a torn or garbled line (a kill mid-append) is skipped with a warning."""
+    rows = []
+    for n, line in enumerate(manifest.read_text(encoding="utf-8", errors="replace").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            warnings.warn(f"{manifest}:{n + 1}: ignoring a torn manifest line (an interrupted run); its shard is redone")
+            continue
+        if isinstance(row, dict) and "input" in row:
+            rows.append(row)
+    return rows
+
+
 def finished_inputs(out_dir: str | os.PathLike) -> set[str]:
     """Input shard names that some rank's manifest records as finished."""
-    done = set()
-    for manifest in Path(out_dir).glob(MANIFEST_GLOB):
-        for line in manifest.read_text().splitlines():
-            if line.strip():
-                done.add(json.loads(line)["input"])
-    return done
+    return {row["input"] for row in read_manifests(out_dir)}
 
 
 def read_manifests(out_dir: str | os.PathLike) -> list[dict]:
     rows = []
     for manifest in sorted(Path(out_dir).glob(MANIFEST_GLOB)):
-        rows += [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        rows += _manifest_rows(manifest)
     return rows
 
 
-def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) of a webdataset tar, grouping members by key as webdataset does."""
-    current, sample = None, {}
+def iter_tar_samples(path: str, duplicates: list[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) of a webdataset tar, grouping members by key as webdataset does.
+
+    A key seen before (or a member repeated within a sample) is a duplicate: with ``duplicates`` a
+    list, the repeated sample is skipped and described there; otherwise ValueError names the shard
+    and the key. Nothing is merged silently.
+    """
+    current, sample, seen, bad = None, {}, set(), False
+
+    def duplicate(key):
+        message = f"{path}: duplicate sample key {key!r} (the repeat is skipped)"
+        if duplicates is None:
+            raise ValueError(message)
+        duplicates.append(message)
+
     with tarfile.open(path) as tar:
         for member in tar:
             if not member.isfile():
@@ -61,12 +87,21 @@ def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
             base = os.path.basename(member.name)
             key, _, ext = base.partition(".")
             key = os.path.join(os.path.dirname(member.name), key)
-            if key != current and sample:
-                yield current, sample
-                sample = {}
+            if key != current:
+                if sample and not bad:
+                    yield current, sample
+                sample, bad = {}, False
+                if key in seen:
+                    duplicate(key)
+                    bad = True
+                seen.add(key)
             current = key
-            sample[ext] = tar.extractfile(member).read()
-    if sample:
+            if ext in sample and not bad:
+                duplicate(key)
+                bad = True
+            if not bad:
+                sample[ext] = tar.extractfile(member).read()
+    if sample and not bad:
         yield current, sample
 
 
@@ -102,16 +137,19 @@ class VideoClipBatches(IterableDataset):
             mine = mine[info.id::info.num_workers]
         return [s for s in mine if Path(s).name not in self.skip]
 
-    def _empty(self, shard: str, failed: list, videos: int, last: bool) -> dict:
-        return {"source": shard, "last": last, "frames": torch.zeros(0), "keys": [], "meta": [], "failed": failed, "videos": videos}
+    def _empty(self, shard: str, failed: list, videos: int, last: bool, unreadable: str | None = None) -> dict:
+        return {"source": shard, "last": last, "frames": torch.zeros(0), "keys": [], "meta": [], "failed": failed,
+                "videos": videos, "unreadable": unreadable}
 
     def __iter__(self):
         for shard in self.assigned():
             pending, failed, videos = [], [], 0
             try:
-                samples = list(iter_tar_samples(shard))
-            except (tarfile.TarError, OSError) as e:
-                yield self._empty(shard, [f"{shard}: unreadable shard ({e})"], 0, last=True)
+                samples = list(iter_tar_samples(shard, duplicates=failed))
+            except (tarfile.TarError, OSError, EOFError) as e:
+                # not recorded as finished: the writer leaves it out of the manifest and a rerun retries it
+                why = f"{shard}: unreadable shard ({type(e).__name__}: {e})"
+                yield self._empty(shard, [why], 0, last=True, unreadable=why)
                 continue
             for key, raw in samples:
                 try:
@@ -135,7 +173,7 @@ class VideoClipBatches(IterableDataset):
     def _batch(self, shard, items, failed, videos, last) -> dict:
         frames = torch.from_numpy(np.stack([f for _, f, _ in items])).permute(0, 1, 4, 2, 3).float().div_(255)  # (B, T, 3, H, W)
         return {"source": shard, "last": last, "frames": frames, "keys": [k for k, _, _ in items],
-                "meta": [m for _, _, m in items], "failed": failed, "videos": videos}
+                "meta": [m for _, _, m in items], "failed": failed, "videos": videos, "unreadable": None}
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -165,12 +203,32 @@ class LatentShardWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.out_dir = Path(out_dir)
         self.open: dict[str, tuple[tarfile.TarFile, Path, dict]] = {}
+        self.unreadable: list[str] = []  # input shards of this run that could not be read (retried by a rerun)
+
+    @property
+    def manifest(self) -> Path:
+        return self.out_dir / f"manifest-rank{self.rank}.jsonl"
 
     def setup(self, trainer, pl_module, stage=None):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.rank = trainer.global_rank
         for stale in self.out_dir.glob(f".*.tmp-rank{self.rank}"):
             stale.unlink()  # left by a killed run; its input shard is not in any manifest
+        if self.manifest.exists():  # cut a torn last line, so that the next row starts on a line of its own
+            data = self.manifest.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(self.manifest, "r+b") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
+                    os.fsync(f.fileno())
+
+    def on_exception(self, trainer, pl_module, exception):
+        """Remove the temporaries of the output shards this rank was writing."""
+        for tar, _, _ in self.open.values():
+            try:
+                tar.close()
+            finally:
+                Path(tar.name).unlink(missing_ok=True)
+        self.open.clear()
 
     def _writer(self, source: str):
         if source not in self.open:
@@ -186,6 +244,10 @@ class LatentShardWriter(BasePredictionWriter):
         tar.addfile(info, io.BytesIO(data))
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        if batch.get("unreadable"):
+            warnings.warn(f"{batch['unreadable']}; not recorded as finished, a rerun tries it again")
+            self.unreadable.append(batch["unreadable"])
+            return
         tar, final, counts = self._writer(batch["source"])
         counts["failed"] += len(batch["failed"])
         counts["errors"] += batch["failed"]
@@ -211,8 +273,9 @@ class LatentShardWriter(BasePredictionWriter):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         tmp.replace(final)
+        fsync_dir(self.out_dir)
         row = {"input": Path(source).name, "output": final.name, "rank": self.rank, **counts}
-        with open(self.out_dir / f"manifest-rank{self.rank}.jsonl", "a") as m:
+        with open(self.manifest, "a") as m:
             m.write(json.dumps(row) + "\n")
             m.flush()
             os.fsync(m.fileno())

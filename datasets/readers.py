@@ -24,6 +24,7 @@ import io
 import json
 import os
 import random
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -41,24 +42,35 @@ MODES = ("pairs", "clips")
 UNKNOWN_LABEL = -1
 
 
-def expand_shards(spec: str | list[str]) -> list[str]:
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # pipe:, http://, s3://, file: ... (not a C: drive)
+
+
+def expand_shards(spec: str | list[str], allow_remote: bool = False) -> list[str]:
     """Shard paths from brace patterns (``data-{000000..000009}.tar``), globs, or several joined by ``::``.
 
-    Raises FileNotFoundError naming the pattern when a local pattern matches no file.
+    The one parser of shard specs (training, encoding and evaluation use it). A spec with a scheme
+    (``pipe:``, ``http://``, ``s3://``, ...) is refused unless ``allow_remote``: webdataset would hand
+    it to its openers, and ``pipe:`` runs a shell command. Raises FileNotFoundError naming the pattern
+    when a local pattern matches no file, ValueError for a refused spec.
     """
     import braceexpand
 
     parts = spec if isinstance(spec, (list, tuple)) else str(spec).split("::")
     urls: list[str] = []
+    remote: set[str] = set()
     for part in parts:
-        for pattern in braceexpand.braceexpand(part):
-            if "://" in pattern:  # remote urls pass through to webdataset's openers
+        for pattern in braceexpand.braceexpand(str(part)):
+            if _SCHEME.match(pattern):
+                if not allow_remote:
+                    raise ValueError(f"shard spec {pattern!r}: refusing a remote or 'pipe:' shard spec (it would open a URL "
+                                     "or run a command); use local paths, or allow remote shards explicitly")
                 urls.append(pattern)
+                remote.add(pattern)
             elif any(c in pattern for c in "*?["):
                 urls.extend(sorted(glob.glob(pattern)))
             else:
                 urls.append(pattern)
-    missing = [u for u in urls if "://" not in u and not os.path.isfile(u)]
+    missing = [u for u in urls if u not in remote and not os.path.isfile(u)]
     if not urls or missing:
         raise FileNotFoundError(f"shards {spec!r}: no such file(s): {missing[:5] or 'nothing matched'}")
     return urls

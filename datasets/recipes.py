@@ -39,6 +39,9 @@ DEFAULT_FRAME_FOLDER_FPS = 25.0
 
 SPLITS = ("train", "test", "all")
 
+MAX_CAPTION_BYTES = 64 * 1024
+"""Longest caption accepted (sidecar file or CSV field): captions are sentences; a longer one is a wrong file."""
+
 
 @dataclass(frozen=True)
 class Source:
@@ -54,6 +57,8 @@ class Source:
         crop: a background crop ``(top, bottom, left, right)`` as fractions of the frame, applied
             before resizing; fractions so that the crop holds at any source resolution.
         fps: the frame rate of a frame folder (videos carry their own).
+        error: why this input cannot be used although it was found (e.g. a bad caption file); the
+            writer records it as failed with this reason, without decoding it.
     """
 
     path: str
@@ -62,6 +67,7 @@ class Source:
     labels: dict = field(default_factory=dict)
     crop: tuple[float, float, float, float] | None = None
     fps: float | None = None
+    error: str | None = None
 
 
 def _is_image(name: str) -> bool:
@@ -102,15 +108,44 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+def read_caption(path: str | os.PathLike) -> str:
+    """A caption sidecar file as text; raises ValueError naming the file when it is too long or not UTF-8."""
+    size = os.path.getsize(path)
+    if size > MAX_CAPTION_BYTES:
+        raise ValueError(f"{path}: caption file of {size:,} bytes is longer than the limit of {MAX_CAPTION_BYTES:,}")
+    try:
+        return Path(path).read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: caption is not UTF-8 text ({e})") from None
+
+
 def read_webvid_csv(path: str | os.PathLike) -> list[dict]:
-    """Rows of a WebVid-style CSV; checks for the columns the recipes use (videoid, name)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"videoid", "name"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: not a WebVid-style CSV, missing column(s) {sorted(missing)} "
-                             "(expected videoid, name, page_dir, contentUrl, duration)")
-        return list(reader)
+    """Rows of a WebVid-style CSV; checks for the columns the recipes use (videoid, name).
+
+    Raises ValueError naming the file (and line) for a missing column, a non-UTF-8 file or bad CSV.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"videoid", "name"} - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(f"{path}: not a WebVid-style CSV, missing column(s) {sorted(missing)} "
+                                 "(expected videoid, name, page_dir, contentUrl, duration)")
+            rows = list(reader)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: bad CSV ({e})") from None
+    bad = [i for i, row in enumerate(rows) if not isinstance(row.get("videoid"), str) or not isinstance(row.get("name"), str)]
+    if bad:
+        raise ValueError(f"{path}: line {bad[0] + 2}: a row without videoid or name")
+    return rows
+
+
+def _caption_error(caption: str | None, where: str) -> str | None:
+    if caption is not None and len(caption.encode("utf-8")) > MAX_CAPTION_BYTES:
+        return f"{where}: caption longer than the limit of {MAX_CAPTION_BYTES:,} bytes"
+    return None
 
 
 class Recipe:
@@ -147,16 +182,21 @@ class FolderRecipe(Recipe):
     def _caption(self, path: Path) -> str | None:
         sidecar = path.with_name(path.stem + ".txt") if path.is_file() else path.with_name(path.name + ".txt")
         if sidecar.is_file():
-            return sidecar.read_text(encoding="utf-8").strip()
+            return read_caption(sidecar)
         return self.csv_captions.get(path.stem if path.is_file() else path.name)
 
     def sources(self) -> list[Source]:
         out = []
         for path, kind in walk_inputs(self.root):
-            caption = self._caption(path)
-            labels = {"caption": caption} if caption else {}
+            error = None
+            try:
+                caption = self._caption(path)
+            except (ValueError, OSError) as e:  # this input is skipped and named, the run goes on
+                caption, error = None, str(e)
+            error = error or _caption_error(caption, str(path))
+            labels = {"caption": caption} if caption and not error else {}
             out.append(Source(str(path), _rel(path, self.root), kind, labels,
-                              fps=self.source_fps if kind == "frames" else None))
+                              fps=self.source_fps if kind == "frames" else None, error=error))
         return out
 
 
@@ -189,7 +229,7 @@ class WebVidRecipe(Recipe):
             if row.get("duration"):
                 labels["duration"] = row["duration"]
             rel = path.relative_to(self.root).as_posix()
-            out.append(Source(str(path), rel, "video", labels))
+            out.append(Source(str(path), rel, "video", labels, error=_caption_error(labels["caption"], f"{self.csv_path} ({rel})")))
         return sorted(out, key=lambda s: s.rel)
 
 
@@ -357,26 +397,38 @@ class CelebVHQRecipe(Recipe):
             return first.get("emotion") if isinstance(first, dict) else str(first)
         return None
 
+    def _labels(self, clip: dict, action_names: list, appearance_names: list) -> dict:
+        attrs = clip.get("attributes", {})
+        actions = [n for n, on in zip(action_names, attrs.get("action", [])) if on]
+        appearance = [n for n, on in zip(appearance_names, attrs.get("appearance", [])) if on]
+        emotion = self._emotion(attrs.get("emotion"))
+        words = [a.replace("_", " ") for a in actions] + ([f"looks {emotion}"] if emotion else [])
+        caption = "a person " + ", ".join(words) if words else "a person's face"
+        return {"caption": caption, "actions": actions, "appearance": appearance, "emotion": emotion,
+                "youtube_id": clip.get("ytb_id")}
+
     def sources(self) -> list[Source]:
         if not self.info.is_file():
             raise FileNotFoundError(f"{self.info}: CelebV-HQ annotation file not found")
-        info = json.loads(self.info.read_text(encoding="utf-8"))
-        meta = info.get("meta_info", {})
+        try:
+            info = json.loads(self.info.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"{self.info}: not a CelebV-HQ annotation file (bad JSON or not UTF-8: {e})") from None
+        if not isinstance(info, dict) or not isinstance(info.get("clips"), dict):
+            raise ValueError(f"{self.info}: not a CelebV-HQ annotation file (no 'clips' object)")
+        meta = info.get("meta_info", {}) if isinstance(info.get("meta_info"), dict) else {}
         action_names = meta.get("action_mapping", [])
         appearance_names = meta.get("appearance_mapping", [])
         files = {p.stem: p for p, kind in walk_inputs(self.root) if kind == "video"}
         out = []
         for clip_id, clip in sorted(info["clips"].items()):
-            attrs = clip.get("attributes", {})
-            actions = [n for n, on in zip(action_names, attrs.get("action", [])) if on]
-            appearance = [n for n, on in zip(appearance_names, attrs.get("appearance", [])) if on]
-            emotion = self._emotion(attrs.get("emotion"))
-            words = [a.replace("_", " ") for a in actions] + ([f"looks {emotion}"] if emotion else [])
-            caption = "a person " + ", ".join(words) if words else "a person's face"
-            labels = {"caption": caption, "actions": actions, "appearance": appearance, "emotion": emotion,
-                      "youtube_id": clip.get("ytb_id")}
             path = files.get(clip_id, self.root / f"{clip_id}.mp4")
-            out.append(Source(str(path), _rel(path, self.root), "video", labels))
+            try:
+                labels = self._labels(clip, action_names, appearance_names)
+                error = _caption_error(labels["caption"], f"{self.info} ({clip_id})")
+            except (AttributeError, TypeError, ValueError) as e:  # one malformed entry: skip and name it
+                labels, error = {}, f"{self.info}: clip {clip_id!r}: malformed annotation ({type(e).__name__}: {e})"
+            out.append(Source(str(path), _rel(path, self.root), "video", labels, error=error))
         return out
 
 

@@ -9,21 +9,37 @@ encoded as a sample (DESIGN.md section 3)::
     <key>.json                     source, fps, frame_indices, width, height, labels of the recipe
     <key>.txt                      the caption, where there is one
 
-Keys are ``<sha1(rel)[:16]>_f<start:06d>``: the source's relative id and the source frame index
-where the clip starts, so a key never changes between runs or machines.
+Keys are ``<sha1(rel)[:16]>_f<start:06d>``: the source's relative id and the index of the clip's
+first frame on the output time line (the source frame index when the frame rate is kept; up-sampling
+repeats source frames, so their index would repeat), so a key is unique and never changes between
+runs or machines.
 
 Robustness, in the order a run does things:
 
 * Partitioning: ``partition``/``num_partitions`` keep the sources whose sha1 of ``rel`` falls in
   this partition, so machines sharing one source list cover it exactly once; each partition has
   its own shard names (``NAME-<i>of<N>-%06d.tar``) and manifest, so they can share a folder.
-* Resuming: ``NAME[...].manifest.jsonl`` lists, for every finished shard, the inputs it holds; a
-  shard is written under a hidden temporary name and renamed when complete, then its line is
-  appended and fsynced. A rerun skips the inputs listed, numbers new shards after the listed ones,
-  and deletes temporary files and shards that a kill left out of the manifest. A shard holds whole
-  inputs only, so an input is either entirely in one listed shard or redone.
-* Honesty: an input that cannot be read is reported with its path and reason, recorded in the
-  manifest (so a rerun does not retry it unless asked) and counted in the :class:`Summary`.
+* Streaming: an input's clips are encoded one at a time into a spool file (in a worker process when
+  ``workers > 1``), and copied into shards only when the whole input decoded without error, so
+  memory holds one clip and a shard never holds part of a bad input. A shard is closed before the
+  next sample would take it over ``max_bytes`` (or at ``max_samples``), within one input too.
+* Resuming: ``NAME[...].manifest.jsonl`` lists, for every finished shard, the inputs it completes
+  and the input it leaves open (``"open": {"rel", "samples"}``: how many of its clips are in shards
+  so far); a shard is written under a hidden temporary name, announced (``{"writing": name}``),
+  renamed when complete, then its line is appended and fsynced. A rerun skips the inputs listed,
+  continues an open input after its committed clips, numbers new shards after the listed ones, and
+  deletes its own leftovers: temporary and spool files, and announced shards a kill left unlisted.
+  Files it did not write are never deleted (a shard name that is taken is skipped).
+* Exclusion and consistency: one run at a time per ``out/NAME`` (an ``flock`` on a hidden lock file,
+  released by the kernel if the run dies), and ``NAME.settings.json`` records the clip settings and
+  the corpus (recipe, input folder, split, source fps, ...), so a rerun with other settings or
+  another corpus is refused instead of mixed in.
+* Honesty: an input that cannot be read (including a video that decodes fewer frames than its
+  container declares, and a bad caption file) is reported with its path and reason, recorded in the
+  manifest (so a rerun does not retry it unless asked) and counted in the :class:`Summary`. A dead
+  worker process ends the run with an error; a rerun finishes the job.
+* Determinism: the same inputs and settings give byte-identical shards, for npy and for mp4 (H.264
+  is encoded on one thread, see :func:`lvmm.media.encode_mp4`), also across a kill and a rerun.
 """
 from __future__ import annotations
 
@@ -36,6 +52,7 @@ import multiprocessing
 import os
 import re
 import sys
+import tarfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -44,7 +61,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lvmm.media import DEFAULT_CRF, MediaError, encode_mp4, read_image
+from lvmm.media import DEFAULT_CRF, MediaError, check_frame_count, decode_frames, encode_mp4, fsync_dir, read_image
 
 from .recipes import PROCEDURAL_SCHEME, Source, frame_files
 
@@ -104,15 +121,12 @@ class ShardSettings:
 
 @dataclass
 class SourceResult:
-    """What a worker returns for one source: encoded samples, or the reason it failed."""
+    """What a worker returns for one source: how many samples it spooled, or the reason it failed."""
 
     rel: str
-    samples: list[dict] = field(default_factory=list)
+    spool: str | None = None     # the spool tar holding the encoded samples (None: no samples)
+    samples: int = 0
     error: str | None = None
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(v) for s in self.samples for k, v in s.items() if k != "__key__")
 
 
 @dataclass
@@ -154,7 +168,7 @@ def source_hash(rel: str) -> str:
 
 
 def sample_key(rel: str, start: int) -> str:
-    """The stable key of the clip of ``rel`` starting at source frame ``start`` (no dots: webdataset splits on them)."""
+    """The stable key of the clip of ``rel`` starting at output frame ``start`` (no dots: webdataset splits on them)."""
     return f"{source_hash(rel)[:KEY_HASH_CHARS]}_f{start:06d}"
 
 
@@ -179,7 +193,11 @@ def partition_sources(sources: list[Source], partition: int = 0, num_partitions:
 
 
 def _iter_video(path: str) -> tuple[float | None, Iterator[np.ndarray]]:
-    """Open a video and return its frame rate and an iterator of RGB frames; errors name the file."""
+    """Open a video and return its frame rate and an iterator of RGB frames; errors name the file.
+
+    The iterator raises :class:`MediaError` at its end when fewer frames decoded than the container
+    declares (a truncated file).
+    """
     import av
 
     if not os.path.exists(path):
@@ -194,15 +212,16 @@ def _iter_video(path: str) -> tuple[float | None, Iterator[np.ndarray]]:
         container.close()
         raise MediaError(f"{path}: no video stream")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
     fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+    declared = stream.frames or None
 
     def frames():
+        n = 0
         try:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
-        except Exception as e:
-            raise MediaError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from e
+            for frame in decode_frames(container, stream, path):
+                n += 1
+                yield frame
+            check_frame_count(path, n, declared)
         finally:
             container.close()
 
@@ -278,12 +297,15 @@ class Geometry:
 
 
 def iter_clips(frames: Iterator[tuple[int, np.ndarray]], clip_len: int | None, step: int,
-               max_clips: int | None = None) -> Iterator[tuple[np.ndarray, list[int]]]:
-    """Cut ``(source_index, frame)`` into clips of ``clip_len`` every ``step`` frames (None: one whole clip)."""
+               max_clips: int | None = None) -> Iterator[tuple[np.ndarray, list[int], int]]:
+    """Cut ``(source_index, frame)`` into clips of ``clip_len`` every ``step`` frames (None: one whole clip).
+
+    Yields ``(frames, source indices, start)`` with ``start`` the clip's first frame on the output time line.
+    """
     if clip_len is None:
         items = list(frames)
         if len(items) >= MIN_CLIP_FRAMES:
-            yield np.stack([f for _, f in items]), [i for i, _ in items]
+            yield np.stack([f for _, f in items]), [i for i, _ in items], 0
         return
     window: deque = deque(maxlen=clip_len)
     emitted = 0
@@ -291,7 +313,7 @@ def iter_clips(frames: Iterator[tuple[int, np.ndarray]], clip_len: int | None, s
         window.append(item)
         start = n - clip_len + 1
         if start >= 0 and start % step == 0:
-            yield np.stack([f for _, f in window]), [i for i, _ in window]
+            yield np.stack([f for _, f in window]), [i for i, _ in window], start
             emitted += 1
             if max_clips is not None and emitted >= max_clips:
                 return
@@ -308,13 +330,17 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def encode_sample(source: Source, frames: np.ndarray, frame_indices: list[int], fps: float | None,
-                  settings: ShardSettings, flows: np.ndarray | None = None, extra: dict | None = None) -> dict:
-    """One clip as the byte members of a webdataset sample (see the module docstring)."""
+                  settings: ShardSettings, flows: np.ndarray | None = None, extra: dict | None = None,
+                  start: int | None = None) -> dict:
+    """One clip as the byte members of a webdataset sample (see the module docstring).
+
+    ``start`` is the clip's first frame on the output time line (the key); default: ``frame_indices[0]``.
+    """
     t, h, w, _ = frames.shape
     labels = dict(source.labels) | (extra or {})
     meta = {"source": source.rel, "fps": fps, "frame_indices": [int(i) for i in frame_indices],
             "num_frames": int(t), "width": int(w), "height": int(h)} | labels
-    sample = {"__key__": sample_key(source.rel, frame_indices[0])}
+    sample = {"__key__": sample_key(source.rel, frame_indices[0] if start is None else start)}
     if settings.fmt == "mp4":
         if fps is None:
             raise MediaError(f"{source.path}: unknown frame rate, cannot write mp4 (give --fps or --source-fps)")
@@ -329,7 +355,7 @@ def encode_sample(source: Source, frames: np.ndarray, frame_indices: list[int], 
     return sample
 
 
-def _procedural(source: Source, settings: ShardSettings) -> list[dict]:
+def _procedural(source: Source, settings: ShardSettings) -> Iterator[dict]:
     from .procedural import make_clip
 
     split, seed, index = source.path[len(PROCEDURAL_SCHEME):].split(":")
@@ -339,52 +365,112 @@ def _procedural(source: Source, settings: ShardSettings) -> list[dict]:
                      fps=settings.fps or source.fps)
     extra = {"caption": clip.caption, "class": clip.label, "class_name": clip.family, "family": clip.family,
              "photo": clip.photo, "seed": int(seed), "index": int(index), "flow_units": "normalised"}
-    return [encode_sample(source, clip.frames, list(range(num_frames)), clip.fps, settings, clip.flows, extra)]
+    yield encode_sample(source, clip.frames, list(range(num_frames)), clip.fps, settings, clip.flows, extra)
 
 
-def process_source(source: Source, settings: ShardSettings) -> SourceResult:
-    """Decode, resample, fit and cut one source into encoded samples; failures become ``error``."""
+def iter_source_samples(source: Source, settings: ShardSettings) -> Iterator[dict]:
+    """Decode, resample, fit and cut one source, yielding its encoded samples one at a time.
+
+    Raises :class:`MediaError` (or another exception) naming the file when the source is bad; a video
+    that turns out truncated raises after its decodable clips were yielded, so callers keep a
+    source's samples apart until the iterator is exhausted.
+    """
+    if source.error:
+        raise MediaError(source.error)
+    if source.kind == "procedural":
+        yield from _procedural(source, settings)
+        return
+    if source.kind == "video":
+        fps_in, raw = _iter_video(source.path)
+        fps_in = fps_in or source.fps
+    elif source.kind == "frames":
+        if not os.path.isdir(source.path):
+            raise MediaError(f"{source.path}: frame folder not found")
+        fps_in, raw = source.fps, _iter_frame_folder(source.path)
+    else:
+        raise ValueError(f"{source.path}: unknown source kind {source.kind!r}")
+    if settings.fps is not None and fps_in is None:
+        raise MediaError(f"{source.path}: unknown frame rate, cannot resample to {settings.fps} fps")
+    fps_out = settings.fps or fps_in
+    geometry = None
+    shape = None
+
+    def fitted():
+        nonlocal geometry, shape
+        for i, frame in _resample(raw, resample_indices(fps_in, settings.fps)):
+            if geometry is None:
+                geometry, shape = Geometry(frame.shape[:2], settings.size, settings.fit, source.crop), frame.shape
+            elif frame.shape != shape:  # a frame folder of mixed sizes
+                raise MediaError(f"{source.path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, "
+                                 f"the first was {shape[1]}x{shape[0]}")
+            yield i, geometry(frame)
+
+    for clip, indices, start in iter_clips(fitted(), settings.clip_len, settings.step, settings.max_clips):
+        yield encode_sample(source, clip, indices, fps_out, settings, start=start)
+    if hasattr(raw, "close"):
+        raw.close()
+
+
+def _write_sample(tar: tarfile.TarFile, sample: dict) -> int:
+    """Add a sample's members to ``tar`` (fixed metadata: identical input, identical bytes); returns their tar bytes."""
+    total = 0
+    key = sample["__key__"]
+    for ext in sorted(k for k in sample if k != "__key__"):
+        data = sample[ext]
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size, info.mtime, info.mode, info.uname, info.gname = len(data), int(TAR_MTIME), 0o444, "", ""
+        tar.addfile(info, io.BytesIO(data))
+        total += tar_bytes(len(data))
+    return total
+
+
+def tar_bytes(size: int) -> int:
+    """Bytes a member of ``size`` bytes takes in a tar (a 512-byte header and 512-byte blocks)."""
+    return 512 + -(-size // 512) * 512
+
+
+def iter_spool(path: str | os.PathLike) -> Iterator[dict]:
+    """The samples of a spool (or shard) tar written by this module, one at a time, in order."""
+    sample: dict = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            key, _, ext = member.name.partition(".")
+            if sample and key != sample["__key__"]:
+                yield sample
+                sample = {}
+            sample["__key__"] = key
+            sample[ext] = tar.extractfile(member).read()
+    if sample:
+        yield sample
+
+
+def process_source(source: Source, settings: ShardSettings, spool: str | os.PathLike) -> SourceResult:
+    """Encode one source's samples into the tar ``spool``; failures become ``error`` (and leave no spool)."""
+    n = 0
     try:
-        if source.kind == "procedural":
-            return SourceResult(source.rel, _procedural(source, settings))
-        if source.kind == "video":
-            fps_in, raw = _iter_video(source.path)
-            fps_in = fps_in or source.fps
-        elif source.kind == "frames":
-            if not os.path.isdir(source.path):
-                raise MediaError(f"{source.path}: frame folder not found")
-            fps_in, raw = source.fps, _iter_frame_folder(source.path)
-        else:
-            raise ValueError(f"{source.path}: unknown source kind {source.kind!r}")
-        if settings.fps is not None and fps_in is None:
-            raise MediaError(f"{source.path}: unknown frame rate, cannot resample to {settings.fps} fps")
-        fps_out = settings.fps or fps_in
-        geometry = None
-
-        def fitted():
-            nonlocal geometry
-            for i, frame in _resample(raw, resample_indices(fps_in, settings.fps)):
-                if geometry is None:
-                    geometry = Geometry(frame.shape[:2], settings.size, settings.fit, source.crop)
-                yield i, geometry(frame)
-
-        samples = [encode_sample(source, clip, indices, fps_out, settings)
-                   for clip, indices in iter_clips(fitted(), settings.clip_len, settings.step, settings.max_clips)]
-        return SourceResult(source.rel, samples)
-    except MediaError as e:
-        return SourceResult(source.rel, error=str(e))
-    except Exception as e:  # keep the run going; the reason names the file and the exception
-        return SourceResult(source.rel, error=f"{source.path}: {type(e).__name__}: {e}")
-
-
-def _process_in_worker(source: Source, settings: ShardSettings) -> SourceResult:
-    return process_source(source, settings)
+        with open(spool, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in iter_source_samples(source, settings):
+                _write_sample(tar, sample)
+                n += 1
+        if n == 0:
+            os.unlink(spool)
+        return SourceResult(source.rel, str(spool) if n else None, n)
+    except BaseException as e:
+        Path(spool).unlink(missing_ok=True)
+        if not isinstance(e, Exception):
+            raise
+        why = str(e) if isinstance(e, MediaError) else f"{source.path}: {type(e).__name__}: {e}"
+        return SourceResult(source.rel, error=why)  # keep the run going; the reason names the file
 
 
 def _init_worker():
     # the pool is the parallelism: one compute thread per process (read by torch when the procedural
     # recipe imports it; decoding-only workers never pay for importing torch)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+class WorkerDied(RuntimeError):
+    """A worker process died (killed, out of memory); finished shards are kept and a rerun resumes."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,31 +480,55 @@ def _init_worker():
 class Manifest:
     """The JSONL record of finished work in ``path``.
 
-    Lines: ``{"shard": name | null, "inputs": [rel, ...], "samples": n, "bytes": b}`` for every
-    committed shard (``null``: inputs that yielded no clip), and ``{"failed": rel, "reason": why}``
-    for unreadable inputs. Each line is appended and fsynced after the shard it names was renamed
-    into place; a torn last line (a kill mid-write) is ignored.
+    Lines: ``{"shard": name | null, "inputs": [rel, ...], "samples": n, "bytes": b, "open": {"rel", "samples"}?}``
+    for every committed shard (``null``: inputs that yielded no clip; ``open``: the input continuing in
+    the next shard and its clips so far), ``{"writing": name}`` before a shard is renamed into place,
+    and ``{"failed": rel, "reason": why}`` for unreadable inputs. Each line is appended and fsynced; a
+    torn last line (a kill mid-write) is ignored and cut off before the next append.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, log: Callable[[str], None] | None = None):
         self.path = Path(path)
         self.shards: list[dict] = []
         self.failed: dict[str, str] = {}
+        self.writing: set[str] = set()
         if self.path.exists():
-            for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines()):
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):  # a torn last line: drop it so the next append starts clean
+                keep = data[:data.rfind(b"\n") + 1]
+                with open(self.path, "r+b") as f:
+                    f.truncate(len(keep))
+                    os.fsync(f.fileno())
+                (log or print)(f"{self.path}: dropped a torn last line (an interrupted run)")
+                data = keep
+            for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
-                    print(f"[make_shards] {self.path}:{n + 1}: ignoring a torn line", file=sys.stderr)
+                    (log or print)(f"{self.path}:{n + 1}: ignoring a line that is not JSON")
+                    continue
+                if not isinstance(entry, dict):
                     continue
                 if "failed" in entry:
                     self.failed[entry["failed"]] = entry.get("reason", "")
+                elif "writing" in entry:
+                    self.writing.add(entry["writing"])
                 elif "inputs" in entry:
                     self.shards.append(entry)
 
     @property
     def done(self) -> set[str]:
         return {rel for entry in self.shards for rel in entry["inputs"]}
+
+    @property
+    def open_inputs(self) -> dict[str, int]:
+        """Inputs split over shards and not finished: how many of their samples are committed."""
+        done, found = self.done, {}
+        for entry in self.shards:
+            o = entry.get("open")
+            if o and o["rel"] not in done:
+                found[o["rel"]] = int(o["samples"])
+        return found
 
     @property
     def shard_names(self) -> set[str]:
@@ -431,55 +541,41 @@ class Manifest:
             os.fsync(f.fileno())
         if "failed" in entry:
             self.failed[entry["failed"]] = entry["reason"]
+        elif "writing" in entry:
+            self.writing.add(entry["writing"])
         else:
             self.shards.append(entry)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class ShardFile:
     """A shard being written under a hidden temporary name; :meth:`commit` renames it into place."""
 
     def __init__(self, final: Path):
-        import webdataset as wds
-
         self.final = final
         self.tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
         self.file = open(self.tmp, "wb")
-        self.writer = wds.TarWriter(self.file, encoder=False, mtime=TAR_MTIME)
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
         self.inputs: list[str] = []
         self.samples = 0
         self.nbytes = 0
 
-    def add(self, result: SourceResult) -> None:
-        for sample in result.samples:
-            self.writer.write(sample)
-        self.inputs.append(result.rel)
-        self.samples += len(result.samples)
-        self.nbytes += result.nbytes
+    def add(self, sample: dict) -> None:
+        self.nbytes += _write_sample(self.tar, sample)
+        self.samples += 1
 
-    def commit(self) -> None:
-        self.writer.close()
+    def close(self) -> None:
+        self.tar.close()
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+
+    def rename(self) -> None:
         os.replace(self.tmp, self.final)
-        _fsync_dir(self.final.parent)
+        fsync_dir(self.final.parent)
 
     def abandon(self) -> None:
         try:
-            self.writer.close()
+            self.tar.close()
             self.file.close()
         finally:
             self.tmp.unlink(missing_ok=True)
@@ -494,28 +590,53 @@ def shard_prefix(name: str, partition: int = 0, num_partitions: int = 1) -> str:
     return name if num_partitions == 1 else f"{name}-{partition}of{num_partitions}"
 
 
-def _settings_check(path: Path, settings: ShardSettings) -> None:
-    wanted = settings.to_json()
+def _settings_check(path: Path, settings: ShardSettings, corpus: dict | None) -> None:
+    wanted = settings.to_json() | {"corpus": corpus or {}}
     if path.exists():
-        stored = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{path}: unreadable settings file ({e}); write to a new --name or folder") from None
         if stored != wanted:
-            raise ValueError(f"{path}: these shards were made with other settings ({stored}); "
-                             f"rerun with the same settings or write to a new --name or folder (now {wanted})")
+            differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+            raise ValueError(f"{path}: these shards were made with other settings or another corpus ({', '.join(differ)} "
+                             f"differ: stored {({k: stored.get(k) for k in differ})}, now {({k: wanted.get(k) for k in differ})}); "
+                             "rerun with the same settings or write to a new --name or folder")
     else:
         from lvmm.media import atomic_write_bytes
 
         atomic_write_bytes(path, (json.dumps(wanted, sort_keys=True, indent=1) + "\n").encode("utf-8"))
 
 
+class _Lock:
+    """An exclusive ``flock`` on ``path``: one writer per shard prefix; the kernel drops it when a run dies."""
+
+    def __init__(self, path: Path):
+        import fcntl
+
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise ValueError(f"{path}: another run is writing these shards now (the lock is held); "
+                             "wait for it to finish, or write to another --name or folder") from None
+
+    def release(self) -> None:
+        os.close(self.fd)  # closing the descriptor releases the flock
+
+
 def _clean_leftovers(out: Path, prefix: str, manifest: Manifest, log: Callable[[str], None]) -> None:
-    """Delete temporary shards of killed runs and finished shards the manifest does not list."""
-    for tmp in out.glob(f".{prefix}-*.tar.tmp*"):
+    """Delete what a killed run of this writer left: its temporary and spool files, and shards it
+    announced and renamed but did not list. Other files, even with shard-like names, are left alone."""
+    for tmp in [*out.glob(f".{prefix}-*.tar.tmp*"), *out.glob(f".{prefix}.spool-*")]:
         log(f"removing the temporary file of an interrupted run: {tmp}")
         tmp.unlink(missing_ok=True)
-    pattern = re.compile(re.escape(prefix) + r"-(\d{6})\.tar$")
     listed = manifest.shard_names
-    for shard in out.glob(f"{prefix}-*.tar"):
-        if pattern.match(shard.name) and shard.name not in listed:
+    for name in sorted(manifest.writing - listed):
+        shard = out / name
+        if shard.exists():
             # renamed but killed before its manifest line: its inputs are redone, so it must go
             log(f"removing a shard missing from the manifest (interrupted run): {shard}")
             shard.unlink()
@@ -527,33 +648,83 @@ def _default_log(message: str) -> None:
     tqdm.write(f"[make_shards] {message}", file=sys.stderr)  # keeps an active progress bar intact
 
 
+def _results(pending: list[Source], settings: ShardSettings, spool_of: Callable[[int], Path],
+             workers: int) -> Iterator[SourceResult]:
+    """:class:`SourceResult` of each pending source, in order; with ``workers > 1`` from a process pool.
+
+    A worker that dies raises :class:`WorkerDied` here (``concurrent.futures`` notices a dead
+    process; ``multiprocessing.Pool`` would wait for its result forever).
+    """
+    if workers <= 1 or len(pending) <= 1:
+        for i, source in enumerate(pending):
+            yield process_source(source, settings, spool_of(i))
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    # spawn: workers must not inherit the threads of torch or of a PyAV decoder in this process
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    futures: deque = deque()
+    try:
+        submitted = 0
+        while submitted < len(pending) or futures:
+            while submitted < len(pending) and len(futures) < 2 * workers:  # bounded: spools wait on disk, not in memory
+                futures.append((pending[submitted], pool.submit(process_source, pending[submitted], settings, spool_of(submitted))))
+                submitted += 1
+            source, future = futures.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                raise WorkerDied(f"a worker process died (killed or out of memory) while the run was at {source.path}; "
+                                 "finished shards are kept: rerun the same command to finish the job") from None
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def write_shards(sources: list[Source], out_dir: str | os.PathLike, name: str, settings: ShardSettings, *,
                  workers: int = 1, partition: int = 0, num_partitions: int = 1,
                  max_samples: int = DEFAULT_MAX_SAMPLES, max_bytes: int = DEFAULT_MAX_BYTES,
-                 retry_failed: bool = False, progress: bool = True,
+                 retry_failed: bool = False, progress: bool = True, corpus: dict | None = None,
                  on_shard: Callable[[Path], None] | None = None, log: Callable[[str], None] | None = None) -> Summary:
     """Write this partition's ``sources`` as shards ``out_dir/PREFIX-%06d.tar``, resuming a previous run.
 
     Args:
         workers: processes decoding and encoding in parallel (1: in this process).
-        max_samples, max_bytes: a shard is closed once it reaches either (whole inputs only).
+        max_samples, max_bytes: a shard is closed at ``max_samples`` samples, or before a sample would
+            take its members over ``max_bytes`` (a single larger sample gets a shard of its own).
         retry_failed: retry inputs an earlier run recorded as unreadable.
+        corpus: what defines the inputs (recipe, input folder, split, ...), recorded with the settings
+            so that a rerun on another corpus is refused.
         on_shard: called with the path of each shard after its manifest line is written.
         log: where messages go (default: stderr).
     Returns:
         the :class:`Summary` of this run.
+    Raises:
+        ValueError for other settings or a concurrent run; :class:`WorkerDied` when a worker dies.
     """
     log = log or _default_log
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prefix = shard_prefix(name, partition, num_partitions)
-    _settings_check(out / f"{prefix}.settings.json", settings)
-    manifest = Manifest(out / f"{prefix}.manifest.jsonl")
+    lock = _Lock(out / f".{prefix}.lock")
+    try:
+        return _write(sources, out, prefix, settings, workers, partition, num_partitions, max_samples, max_bytes,
+                      retry_failed, progress, corpus, on_shard, log, started)
+    finally:
+        lock.release()
+
+
+def _write(sources, out, prefix, settings, workers, partition, num_partitions, max_samples, max_bytes,
+           retry_failed, progress, corpus, on_shard, log, started) -> Summary:
+    _settings_check(out / f"{prefix}.settings.json", settings, corpus)
+    manifest = Manifest(out / f"{prefix}.manifest.jsonl", log)
     _clean_leftovers(out, prefix, manifest, log)
 
     mine = partition_sources(sources, partition, num_partitions)
     done = manifest.done
+    resume = manifest.open_inputs
     summary = Summary(inputs=len(mine), already_done=sum(s.rel in done for s in mine))
     pending = []
     for s in mine:
@@ -563,22 +734,38 @@ def write_shards(sources: list[Source], out_dir: str | os.PathLike, name: str, s
             summary.previously_failed.append((s.rel, manifest.failed[s.rel]))
             continue
         pending.append(s)
-    next_index = 1 + max((int(n[len(prefix) + 1:len(prefix) + 7]) for n in manifest.shard_names), default=-1)
+    pattern = re.compile(re.escape(prefix) + r"-(\d{6})\.tar$")
+    numbers = [int(m.group(1)) for n in manifest.shard_names if (m := pattern.match(n))]
+    next_index = 1 + max(numbers, default=-1)
 
     current: ShardFile | None = None
     empty_inputs: list[str] = []  # finished inputs without clips waiting for a manifest line
+    open_input: dict | None = None  # the input whose clips continue past the current shard
 
-    def commit():
-        nonlocal current, next_index, empty_inputs
+    def new_shard() -> ShardFile:
+        nonlocal next_index
+        while (out / f"{prefix}-{next_index:06d}.tar").exists():  # not ours (ours are listed): never overwrite it
+            log(f"leaving {out / f'{prefix}-{next_index:06d}.tar'} alone (not written by this run's manifest)")
+            next_index += 1
+        shard = ShardFile(out / f"{prefix}-{next_index:06d}.tar")
+        next_index += 1
+        return shard
+
+    def commit(open_rel: str | None = None, open_samples: int = 0):
+        nonlocal current, empty_inputs
         if current is None:
             return
-        current.commit()
-        manifest.append({"shard": current.final.name, "inputs": current.inputs + empty_inputs,
-                         "samples": current.samples, "bytes": current.nbytes})
+        current.close()
+        manifest.append({"writing": current.final.name})
+        current.rename()
+        entry = {"shard": current.final.name, "inputs": current.inputs + empty_inputs,
+                 "samples": current.samples, "bytes": current.nbytes}
+        if open_rel is not None:
+            entry["open"] = {"rel": open_rel, "samples": open_samples}
+        manifest.append(entry)
         summary.shards.append(current.final.name)
         empty_inputs = []
         path, current = current.final, None
-        next_index += 1
         if on_shard is not None:
             on_shard(path)
 
@@ -587,17 +774,10 @@ def write_shards(sources: list[Source], out_dir: str | os.PathLike, name: str, s
         from tqdm import tqdm
 
         bar = tqdm(total=len(pending), unit="input", desc=prefix, dynamic_ncols=True, file=sys.stderr)
-    pool = None
+    spool_dir = out
     try:
-        if workers > 1 and len(pending) > 1:
-            # spawn: workers must not inherit the threads of torch or of a PyAV decoder in this process
-            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
-            from functools import partial
-
-            results = pool.imap(partial(_process_in_worker, settings=settings), pending, chunksize=1)
-        else:
-            results = (process_source(s, settings) for s in pending)
-        for result in results:
+        spool_of = lambda i: spool_dir / f".{prefix}.spool-{i:06d}.tar.tmp{os.getpid()}"  # noqa: E731
+        for result in _results(pending, settings, spool_of, workers):
             if result.error is not None:
                 log(f"skipping unreadable input: {result.error}")
                 summary.failed.append((result.rel, result.error))
@@ -609,12 +789,30 @@ def write_shards(sources: list[Source], out_dir: str | os.PathLike, name: str, s
                 empty_inputs.append(result.rel)
             else:
                 summary.read += 1
-                summary.clips += len(result.samples)
-                if current is None:
-                    current = ShardFile(out / f"{prefix}-{next_index:06d}.tar")
-                current.add(result)
-                if current.samples >= max_samples or current.nbytes >= max_bytes:
-                    commit()
+                skip = resume.get(result.rel, 0)  # clips committed by an earlier, interrupted run
+                written = skip
+                try:
+                    for n, sample in enumerate(iter_spool(result.spool)):
+                        if n < skip:
+                            continue
+                        size = sum(tar_bytes(len(v)) for k, v in sample.items() if k != "__key__")
+                        if current is not None and current.samples and current.nbytes + size > max_bytes:
+                            commit(result.rel if written else None, written)
+                        if current is None:
+                            current = new_shard()
+                        current.add(sample)
+                        written += 1
+                        summary.clips += 1
+                        if current.samples >= max_samples and written < result.samples:
+                            commit(result.rel, written)
+                finally:
+                    Path(result.spool).unlink(missing_ok=True)
+                if current is None:  # its last clip closed a shard (or an earlier run committed them all)
+                    empty_inputs.append(result.rel)
+                else:
+                    current.inputs.append(result.rel)
+                    if current.samples >= max_samples:
+                        commit()
             if bar is not None:
                 elapsed = time.perf_counter() - started
                 bar.set_postfix({"clips/s": f"{summary.clips / max(elapsed, 1e-9):.1f}", "failed": len(summary.failed)})
@@ -625,11 +823,10 @@ def write_shards(sources: list[Source], out_dir: str | os.PathLike, name: str, s
     except BaseException:
         if current is not None:
             current.abandon()
+        for spool in out.glob(f".{prefix}.spool-*"):
+            spool.unlink(missing_ok=True)
         raise
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
         if bar is not None:
             bar.close()
     summary.seconds = time.perf_counter() - started

@@ -9,12 +9,15 @@ import io
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_CRF = 18
+MAX_IMAGE_PIXELS = 100_000_000
+"""Largest image (width x height) read: a 10000 x 10000 photo; a header claiming more is refused before decoding."""
 
 
 class MediaError(RuntimeError):
@@ -50,12 +53,14 @@ def read_video(source, max_frames: int | None = None) -> tuple[np.ndarray, float
             if not container.streams.video:
                 raise MediaError(f"{name}: no video stream")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
             fps = float(stream.average_rate or stream.guessed_rate or 0) or None
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+            declared = stream.frames or None
+            for frame in decode_frames(container, stream, name):
+                frames.append(frame)
                 if max_frames is not None and len(frames) >= max_frames:
                     break
+            else:
+                check_frame_count(name, len(frames), declared)
     except MediaError:
         raise
     except Exception as e:
@@ -65,12 +70,38 @@ def read_video(source, max_frames: int | None = None) -> tuple[np.ndarray, float
     return np.stack(frames), fps
 
 
+def decode_frames(container, stream, name) -> "Iterator[np.ndarray]":
+    """RGB frames of ``stream``, decoded on one thread.
+
+    Frame threading is left off on purpose: with it FFmpeg drops the frames it cannot decode without
+    an error, so a truncated file looked like a short, valid video.
+    """
+    stream.thread_type = "SLICE"
+    try:
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(f"{name}: cannot decode video ({type(e).__name__}: {e})") from e
+
+
+def check_frame_count(name, decoded: int, declared: int | None) -> None:
+    """Raise when fewer frames decoded than the container declares (a truncated or corrupt file)."""
+    if declared and decoded < declared:
+        raise MediaError(f"{name}: truncated or corrupt video: decoded {decoded} of the {declared} frames the container declares")
+
+
 def _even(x: int) -> int:
     return x + (x % 2)
 
 
 def encode_mp4(frames: np.ndarray, fps: float, crf: int = DEFAULT_CRF) -> bytes:
-    """Encode ``(T, H, W, 3)`` uint8 frames as H.264 mp4 bytes (yuv420p; odd sizes are padded by one)."""
+    """Encode ``(T, H, W, 3)`` uint8 frames as H.264 mp4 bytes (yuv420p; odd sizes are padded by one).
+
+    One encoder thread: x264's frame threads made the bytes depend on timing, and callers that
+    encode many clips run them in parallel processes anyway; the same frames give the same bytes.
+    """
     import av
 
     frames = np.asarray(frames, dtype=np.uint8)
@@ -82,7 +113,8 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = DEFAULT_CRF) -> bytes:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+        stream.thread_count = 1
         for arr in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 container.mux(packet)
@@ -101,20 +133,48 @@ def encode_gif(frames: np.ndarray, fps: float, loop: int = 0) -> bytes:
     return buf.getvalue()
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory so that a rename inside it survives a crash (a no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temporary name beside ``path`` and rename, so a reader never sees half a file."""
+    """Write to a temporary name beside ``path``, fsync, rename and fsync the folder: a reader never sees
+    half a file, a crash leaves the old file or the new one, and a failed write leaves no temporary."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
     return path
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = DEFAULT_CRF) -> Path:
-    """Write frames as ``.mp4`` (H.264) or ``.gif``, or as numbered PNGs when ``path`` has no suffix."""
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = DEFAULT_CRF,
+                fmt: str | None = None) -> Path:
+    """Write frames as ``.mp4`` (H.264) or ``.gif``, or as numbered PNGs when ``path`` has no suffix.
+
+    ``fmt`` (``"mp4"``, ``"gif"`` or ``"frames"``) overrides the suffix, for names with dots in them.
+    """
     path = Path(path)
-    suffix = path.suffix.lower()
+    if fmt is not None and fmt not in ("mp4", "gif", "frames"):
+        raise ValueError(f"{path}: unsupported output format {fmt!r} (use mp4, gif or frames)")
+    suffix = {"mp4": ".mp4", "gif": ".gif", "frames": ""}[fmt] if fmt else path.suffix.lower()
     if suffix == ".mp4":
         return atomic_write_bytes(path, encode_mp4(frames, fps, crf))
     if suffix == ".gif":
@@ -127,17 +187,41 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: in
     raise ValueError(f"{path}: unsupported output format {suffix!r} (use .mp4, .gif, or a folder)")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB; raises :class:`MediaError` naming the file."""
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB; raises :class:`MediaError` naming the file.
+
+    16-bit and 32-bit images are scaled to 8 bits (not clipped); images over ``max_pixels`` are
+    refused from their header, before decoding.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            w, h = im.size
+            if w * h > max_pixels:
+                raise MediaError(f"{path}: image of {w}x{h} pixels is larger than the limit of {max_pixels:,} pixels")
+            return _to_rgb8(im)
+    except MediaError:
+        raise
     except FileNotFoundError as e:
         raise MediaError(f"{path}: file not found") from e
-    except (UnidentifiedImageError, OSError) as e:
+    except Image.DecompressionBombError as e:
+        raise MediaError(f"{path}: image larger than the limit of {max_pixels:,} pixels ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise MediaError(f"{path}: not a readable image ({e})") from e
+
+
+def _to_rgb8(im) -> np.ndarray:
+    """RGB uint8 of a Pillow image; wide integer modes (I;16, I) are scaled by their bit depth."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im).astype(np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) <= 65535 else float(2 ** 32 - 1)
+        grey = np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if im.mode == "F":
+        grey = np.clip(np.asarray(im) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers_shards import REPO, load_samples, make_shards_main, manifest_lines, shards_of
 from helpers_video import moving_pattern, write_bad_files, write_video
 from lvmm.datasets.readers import decode
 from lvmm.datasets.recipes import (CelebVHQRecipe, FolderRecipe, MHADRecipe, MUGRecipe, NATOPSRecipe,
@@ -19,41 +20,7 @@ from lvmm.datasets.recipes import (CelebVHQRecipe, FolderRecipe, MHADRecipe, MUG
 from lvmm.datasets.writer import ShardSettings, partition_sources, sample_key, write_shards
 from lvmm.media import encode_mp4, read_video
 
-REPO = Path(__file__).resolve().parents[1]
-ALLOWED_MEMBERS = {"mp4", "frames.npy", "flow.npy", "json", "txt"}
 MP4_TOLERANCE = 8.0  # mean absolute error (0-255) of an H.264 round trip of a colourful 32x48 clip
-
-
-def make_shards_main():
-    """The CLI's ``main`` (tools/ is scripts, not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_shards_cli", REPO / "tools" / "make_shards.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-def load_samples(paths) -> dict[str, dict]:
-    """All samples of the given shards by key; fails on a duplicate key or a member of a foreign type."""
-    import webdataset as wds
-
-    out = {}
-    for path in sorted(paths):
-        for sample in wds.tarfile_to_samples()(iter([{"url": str(path)}])):
-            members = {k for k in sample if not k.startswith("__")}
-            assert members <= ALLOWED_MEMBERS, f"{path}: unexpected members {members - ALLOWED_MEMBERS}"
-            assert sample["__key__"] not in out, f"duplicate sample {sample['__key__']}"
-            out[sample["__key__"]] = sample
-    return out
-
-
-def shards_of(folder: Path, prefix: str) -> list[Path]:
-    return sorted(folder.glob(f"{prefix}-*.tar"))
-
-
-def manifest_lines(folder: Path, prefix: str) -> list[dict]:
-    return [json.loads(line) for line in (folder / f"{prefix}.manifest.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -167,13 +134,18 @@ def test_kill_and_rerun_loses_nothing_and_repeats_nothing(corpus, tmp_path):
     assert proc.returncode == 9, proc.stderr  # killed right after its first shard was committed
     assert [p.name for p in shards_of(out, "t")] == ["t-000000.tar"]
     # what a kill at a worse moment leaves: a half-written temporary and a renamed but unlisted shard
+    # (announced in the manifest); a file the writer did not write is left alone
     (out / ".t-000001.tar.tmp1234").write_bytes(b"half a tar")
-    (out / "t-000007.tar").write_bytes((out / "t-000000.tar").read_bytes())
+    (out / "t-000001.tar").write_bytes((out / "t-000000.tar").read_bytes())
+    with open(out / "t.manifest.jsonl", "a") as f:
+        f.write(json.dumps({"writing": "t-000001.tar"}) + "\n")
+    (out / "t-000099.tar").write_bytes(b"someone else's file")
 
     resumed = run(sources, out, settings=settings, max_samples=4)
     assert resumed.already_done == len(manifest_lines(out, "t")[0]["inputs"]) >= 1
     assert resumed.already_done + resumed.read == len(sources)
-    assert not list(out.glob(".*tmp*")) and not (out / "t-000007.tar").exists()
+    assert not list(out.glob(".*tmp*")) and (out / "t-000099.tar").read_bytes() == b"someone else's file"
+    (out / "t-000099.tar").unlink()
     assert [p.name for p in shards_of(out, "t")] == [p.name for p in shards_of(tmp_path / "ref", "t")]
     for a, b in zip(shards_of(out, "t"), shards_of(tmp_path / "ref", "t")):
         assert a.read_bytes() == b.read_bytes(), f"{a.name} differs from an uninterrupted run"

@@ -51,6 +51,38 @@ def list_images(path: Path) -> list[Path]:
     return [path]
 
 
+def output_stems(images: list[Path]) -> dict[Path, str]:
+    """A distinct output name for each image: its stem, or its whole file name where stems collide.
+
+    ``shot.001.png`` keeps ``shot.001`` (the name is never passed through ``with_suffix``, which would
+    cut it to ``shot``); ``shot.png`` and ``shot.jpg`` become ``shot.png`` and ``shot.jpg``.
+    """
+    from collections import Counter
+
+    counts = Counter(p.stem for p in images)
+    names = {p: p.stem if counts[p.stem] == 1 else p.name for p in images}
+    if len(set(names.values())) != len(images):  # the same file name from two folders: number them
+        names = {p: f"{names[p]}-{i}" for i, p in enumerate(images)}
+    return names
+
+
+def output_targets(out: Path, name: str, seed: int, formats: list[str]) -> dict[str, Path]:
+    """Where each format of one result goes: ``NAME_seedS.mp4``, ``.gif``, or the folder ``NAME_seedS/`` of PNGs."""
+    base = f"{name}_seed{seed}"
+    return {fmt: out / base if fmt == "frames" else out / f"{base}.{fmt}" for fmt in formats}
+
+
+def check_targets(targets: dict[str, Path]) -> None:
+    """Refuse, before any sampling, outputs that cannot be written (a folder where a file goes, or the reverse)."""
+    for fmt, target in targets.items():
+        if fmt == "frames" and target.exists() and not target.is_dir():
+            raise SystemExit(f"error: {target}: exists and is not a folder (needed for --format frames)")
+        if fmt != "frames" and target.is_dir():
+            raise SystemExit(f"error: {target}: is a folder, cannot write the {fmt} there")
+        if target.parent.exists() and not target.parent.is_dir():
+            raise SystemExit(f"error: {target.parent}: --out is not a folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", required=True, type=Path, help="an image file or a folder of images")
@@ -102,6 +134,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from lvmm.media import MediaError, read_image, write_video
 
     images = list_images(args.image)
+    if len(set(args.format)) != len(args.format):
+        raise SystemExit(f"error: --format lists a format twice: {args.format}")
+    stems = output_stems(images)
+    for path in images:
+        for seed in args.seeds:
+            check_targets(output_targets(args.out, stems[path], seed, args.format))
     try:
         animator = Animator.from_checkpoints(args.ckpt, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.device)
     except (CheckpointError, AnimationError) as e:
@@ -120,11 +158,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except (MediaError, AnimationError) as e:
             raise SystemExit(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}")
         for r in results:
-            stem = args.out / f"{path.stem}_seed{r.seed}"
+            stem = args.out / f"{stems[path]}_seed{r.seed}"
             outputs = []
-            for fmt in args.format:
-                target = stem.with_suffix(f".{fmt}") if fmt != "frames" else stem
-                outputs.append(str(write_video(target, r.frames, args.fps, args.crf)))
+            for fmt, target in output_targets(args.out, stems[path], r.seed, args.format).items():
+                outputs.append(str(write_video(target, r.frames, args.fps, args.crf, fmt=fmt)))
             if args.save_flow:
                 flow_path = stem.parent / f"{stem.name}_flow.npy"
                 flow_path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ resumes where a killed run stopped. Clips whose last frame re-renders with an MS
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -20,18 +19,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def expand_shards(patterns: list[str]) -> list[str]:
-    import braceexpand
+def expand_shards(patterns: list[str], allow_remote: bool = False) -> list[str]:
+    """Input shard paths (the shared spec parser), with distinct file names (outputs are named after them)."""
+    from lvmm.datasets.readers import expand_shards as parse_spec
 
-    paths = []
-    for pattern in patterns:
-        for p in braceexpand.braceexpand(pattern):
-            paths += sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise SystemExit(f"error: input shard not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    if not paths:
-        raise SystemExit(f"error: no input shards match {patterns}")
+    try:
+        paths = parse_spec(list(patterns), allow_remote=allow_remote)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: input shards: {e}") from None
     names = [Path(p).name for p in paths]
     if len(set(names)) != len(names):
         raise SystemExit("error: input shards must have distinct file names (outputs are named after them)")
@@ -60,10 +55,9 @@ def check_settings(out: Path, settings: dict) -> None:
             raise SystemExit(f"error: {out} holds latents made with other settings ({', '.join(diff)} differ): "
                              "use another --out, or --overwrite to start over")
         return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, indent=1))
-    tmp.replace(path)
+    from lvmm.media import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(settings, indent=1).encode("utf-8"))
 
 
 def parse_args(argv):
@@ -84,6 +78,8 @@ def parse_args(argv):
     p.add_argument("--num-nodes", type=int, default=1)
     p.add_argument("--precision", default=None, help="default: bf16-mixed on GPU, 32 on CPU")
     p.add_argument("--overwrite", action="store_true", help="delete latents and manifests already in --out and start over")
+    p.add_argument("--allow-remote-shards", action="store_true",
+                   help="accept pipe: and URL shard specs (pipe: runs a shell command: only for specs you wrote)")
     return p.parse_args(argv)
 
 
@@ -98,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lvmm.motion import MotionModel
     from lvmm.stages.motion_encoding import MotionEncoding
 
-    shards = expand_shards(args.shards)
+    shards = expand_shards(args.shards, allow_remote=args.allow_remote_shards)
     out = Path(args.out)
     if args.overwrite and out.exists():
         for f in [*out.glob("latent-*.tar"), *out.glob(".latent-*.tar.tmp-rank*"), *out.glob("manifest-rank*.jsonl"), out / SETTINGS]:
@@ -115,20 +111,23 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = VideoClipBatches(todo, num_frames=args.num_frames, stride=args.stride, max_segments=args.max_segments,
                                batch_size=args.batch_size)
     loader = DataLoader(dataset, batch_size=None, num_workers=args.workers)
+    writer = LatentShardWriter(out)
     gpu = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")
     trainer = pl.Trainer(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
                          precision=args.precision or ("bf16-mixed" if gpu else "32-true"), logger=False,
-                         callbacks=[LatentShardWriter(out)], enable_checkpointing=False, enable_model_summary=False)
+                         callbacks=[writer], enable_checkpointing=False, enable_model_summary=False)
     if todo:
         trainer.predict(module, loader, return_predictions=False)
 
-    summary = {"shards": len(shards), "read": 0, "kept": 0, "dropped": 0, "failed": 0, "videos": 0}
+    summary = {"shards": len(shards), "read": 0, "kept": 0, "dropped": 0, "failed": 0, "videos": 0, "unreadable": writer.unreadable}
     errors = []
     for row in read_manifests(out):
         for k in ("read", "kept", "dropped", "failed", "videos"):
             summary[k] += row[k]
         errors += row["errors"]
     if trainer.is_global_zero:
+        for e in writer.unreadable:
+            print(f"[encode_motion] unreadable input shard (not recorded; a rerun retries it): {e}")
         for e in errors:
             print(f"[encode_motion] failed: {e}")
         print(f"[encode_motion] clips read {summary['read']}, kept {summary['kept']}, dropped {summary['dropped']} "
@@ -138,4 +137,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     summary = main()
-    sys.exit(0 if summary["read"] or not summary["failed"] else 1)
+    sys.exit(0 if (summary["read"] or not summary["failed"]) and not summary["unreadable"] else 1)

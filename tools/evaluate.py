@@ -28,7 +28,6 @@ Exit status 2 with a one-line message on a refused input.
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import json
 import re
@@ -243,18 +242,14 @@ def check_generated(videos: list[GeneratedVideo], protocol: Protocol) -> Protoco
 
 def expand_shards(patterns: list[str]) -> list[str]:
     """Brace patterns (``name-{000000..000009}.tar``), globs and plain paths -> existing shard files."""
-    from braceexpand import braceexpand
+    from lvmm.datasets.readers import expand_shards as parse_spec
 
-    urls: list[str] = []
-    for pattern in patterns:
-        for name in braceexpand(str(pattern)):
-            matches = sorted(glob.glob(name)) if glob.has_magic(name) else [name]
-            if not matches or not all(Path(m).is_file() for m in matches):
-                raise EvaluationError(f"{name}: reference shard not found")
-            urls += matches
-    if not urls:
+    if not patterns:
         raise EvaluationError("no reference shards given (--reference)")
-    return urls
+    try:
+        return parse_spec([str(p) for p in patterns])
+    except (FileNotFoundError, ValueError) as e:
+        raise EvaluationError(f"reference shards: {e}") from None
 
 
 def iter_reference(urls: list[str], split: str | None, subjects: list[str] | None, counts: dict) -> Iterator[tuple[str, np.ndarray, dict]]:

@@ -12,7 +12,8 @@ Examples::
     python tools/make_shards.py ... --num-shards 2 --shard-index 0   # and --shard-index 1 on the other
 
 A rerun with the same arguments resumes: finished inputs are skipped and nothing is written twice.
-The exit code is 1 when no input could be read (in this run or an earlier one), 2 for bad arguments.
+The exit code is 1 when no input could be read (in this run or an earlier one) or a worker process
+died (rerun to finish), 2 for bad arguments, other settings or corpus in --out, or a concurrent run.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import argparse
 import sys
 
 from lvmm.datasets.recipes import RECIPES, SPLITS, make_recipe
-from lvmm.datasets.writer import DEFAULT_MAX_BYTES, DEFAULT_MAX_SAMPLES, FITS, FORMATS, ShardSettings, write_shards
+from lvmm.datasets.writer import DEFAULT_MAX_BYTES, DEFAULT_MAX_SAMPLES, FITS, FORMATS, ShardSettings, WorkerDied, write_shards
 from lvmm.media import DEFAULT_CRF
 
 
@@ -74,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def corpus_of(args) -> dict:
+    """The options that define the inputs; stored with the settings, so another corpus in --out is refused."""
+    import os
+
+    path = lambda p: os.path.abspath(p) if p else None  # noqa: E731
+    return {"recipe": args.recipe, "input": path(args.input), "split": args.split, "source_fps": args.source_fps,
+            "csv": path(args.csv), "info": path(args.info), "num_clips": args.num_clips if args.recipe == "procedural" else None,
+            "seed": args.seed if args.recipe == "procedural" else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -94,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = write_shards(sources, args.out, args.name or recipe.name, settings, workers=args.workers,
                                partition=args.shard_index, num_partitions=args.num_shards,
                                max_samples=args.max_samples, max_bytes=args.max_bytes,
-                               retry_failed=args.retry_failed, progress=not args.no_progress)
+                               retry_failed=args.retry_failed, progress=not args.no_progress, corpus=corpus_of(args))
     except ValueError as e:
         print(f"make_shards: {e}", file=sys.stderr)
         return 2
+    except WorkerDied as e:
+        print(f"make_shards: {e}", file=sys.stderr)
+        return 1
     print(summary.report())
     return 0 if summary.ok else 1
 

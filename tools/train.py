@@ -20,9 +20,25 @@ from pytorch_lightning.cli import LightningCLI
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 
+class CLI(LightningCLI):
+    """Lightning's CLI, with ``--ckpt_path`` checked before Lightning imports what its hyper-parameters name."""
+
+    def _parse_ckpt_path(self) -> None:
+        from lvmm.checkpoint import CheckpointError, check_hyperparameters
+
+        subcommand = self.config.get("subcommand")
+        ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            try:
+                check_hyperparameters(ckpt_path)
+            except CheckpointError as e:
+                raise SystemExit(f"error: {e}") from None
+        super()._parse_ckpt_path()
+
+
 def main(args: list[str] | None = None) -> LightningCLI:
     os.environ.setdefault("WANDB_MODE", "offline")
-    return LightningCLI(
+    return CLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
