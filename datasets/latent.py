@@ -36,6 +36,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lvmm.datasets.procedural import DEFAULT_FPS, FAMILIES, _field_px, _sample_params
+from lvmm.datasets.sampling import EpochSampler
 from lvmm.datasets.readers import SAMPLE_ERRORS, dist_info, expand_shards
 from lvmm.warp import pixels_to_normalised
 
@@ -254,8 +255,9 @@ class SyntheticLatentDataModule(pl.LightningDataModule):
             self.val_set = SyntheticLatents(self.val_length, self.seed + 1, **self.kw)
 
     def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, collate_fn=collate)
+        # an order per (seed, epoch) that skips ahead on resume (lvmm.stages.resume.ExactResume)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=EpochSampler(len(self.train_set), self.seed),
+                          drop_last=True, num_workers=self.num_workers, collate_fn=collate)
 
     def val_dataloader(self):
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,

@@ -89,6 +89,10 @@ class LVMMCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        from lvmm.stages.resume import ExactResume
+
+        if not any(isinstance(cb, ExactResume) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.insert(0, ExactResume())   # first: its on_train_end runs before the EMA copy
         root = Path(self.trainer.default_root_dir)
         for cb in self.trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
