@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +29,6 @@ from lvmm.media import atomic_write_bytes, write_video
 FORMATS = ("mp4", "npy")
 SETTINGS = "generate.json"
 
-
-@dataclass(frozen=True)
-class TestSample:
-    key: str
-    first: np.ndarray          # (H, W, 3) uint8, the first frame at the protocol size
-    caption: str
-    meta: dict
 
 
 def output_path(out: Path, key: str, seed: int, fmt: str) -> Path:
@@ -88,7 +80,8 @@ class TestSamples(IterableDataset):
                 if key in keys:
                     sample = decode(dict(raw, __key__=key))
                     first = resize_frame(sample.frames(1)[0], *self.size)
-                    yield TestSample(key, first, sample.caption, sample.meta)
+                    # a plain dict: Lightning moves batches to the device through their collections
+                    yield {"key": key, "first": first, "caption": sample.caption, "meta": sample.meta}
 
 
 class VideoGeneration(pl.LightningModule):
@@ -105,12 +98,13 @@ class VideoGeneration(pl.LightningModule):
         self.animator = Animator.from_checkpoints(self.stage_two, self.stage_one, self.imagebind, self.imagebind_config,
                                                   device=self.device)
 
-    def predict_step(self, batch: list[TestSample], batch_idx: int = 0) -> list[dict]:
+    def predict_step(self, batch: list[dict], batch_idx: int = 0) -> list[dict]:
+        """``batch``: test samples ``{"key", "first" (H, W, 3) uint8, "caption", "meta"}``; one video per seed each."""
         out = []
         for sample in batch:
-            prompt = sample.caption if self.condition == "caption" and sample.caption else None
-            for anim in self.animator.animate(sample.first, self.seeds, self.options, prompt=prompt):
-                out.append({"key": sample.key, "seed": anim.seed, "frames": anim.frames})
+            prompt = sample["caption"] if self.condition == "caption" and sample["caption"] else None
+            for anim in self.animator.animate(sample["first"], self.seeds, self.options, prompt=prompt):
+                out.append({"key": sample["key"], "seed": anim.seed, "frames": anim.frames})
         return out
 
 
