@@ -108,9 +108,11 @@ class LVMMCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> LightningCLI:
     os.environ.setdefault("WANDB_MODE", "offline")
-    if args is None:  # LightningCLI warns when it gets both args and a command line
-        args, sys.argv = sys.argv[1:], sys.argv[:1]
-    args = expand_config_args(list(args))
+    given = list(sys.argv[1:] if args is None else args)
+    expanded = expand_config_args(given)
+    # sys.argv stays as it is: Lightning's DDP launcher starts the other ranks with it (they expand it again);
+    # args=None when nothing changed, since LightningCLI warns when it gets both args and a command line
+    args = None if args is None and expanded == given else expanded
     return LVMMCLI(
         pl.LightningModule,
         pl.LightningDataModule,
