@@ -11,14 +11,20 @@ bool, ``label`` (B,) long, ``first`` (B, 3, H, W) float in [0, 1], ``key`` (list
 
 DDP: training shards are *resampled* (each rank and worker draws shards at random, with replacement)
 and every epoch is cut at ``epoch_length`` batches per rank, so all ranks take the same number of steps
-(uneven ranks hang DDP). Validation shards are read whole, split only over workers: every rank sees
-the same (small) validation set.
+(uneven ranks hang DDP). Validation shards are split over workers and then *by rank, sample by
+sample*: in each round of ``world_size`` consecutive samples rank r keeps the r-th, and an incomplete
+last round is dropped, so every rank validates on its own, equally many samples (a validation set of
+fewer shards than ranks still splits).
+
+A corrupt sample (a member that does not parse) is skipped, logged with its shard and key, and counted
+in :data:`SKIPPED` of the process that read it; the run goes on.
 """
 from __future__ import annotations
 
 import functools
 import io
 import json
+import logging
 import math
 from typing import Sequence
 
@@ -30,11 +36,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lvmm.datasets.procedural import DEFAULT_FPS, FAMILIES, _field_px, _sample_params
-from lvmm.datasets.readers import expand_shards
+from lvmm.datasets.sampling import EpochSampler
+from lvmm.datasets.readers import SAMPLE_ERRORS, dist_info, expand_shards
 from lvmm.warp import pixels_to_normalised
 
 SHUFFLE_BUFFER = 1000   # samples held for shuffling within a worker
 LATENT_CHANNELS = 4
+SKIPPED: list[str] = []
+"""``"shard [key]: reason"`` of every corrupt latent sample this process skipped."""
+log = logging.getLogger(__name__)
 
 
 def _npy(data: bytes) -> np.ndarray:
@@ -62,6 +72,28 @@ def decode_latent_sample(raw: dict, num_frames: int | None = None) -> dict:
             "first": torch.from_numpy(first).permute(2, 0, 1).float() / 255.0, "key": key}
 
 
+def decode_or_skip(raw: dict, num_frames: int | None = None) -> dict | None:
+    """:func:`decode_latent_sample`, or None (logged and counted in :data:`SKIPPED`) for a corrupt sample."""
+    try:
+        return decode_latent_sample(raw, num_frames)
+    except SAMPLE_ERRORS as e:
+        where = f"{raw.get('__url__', '?')} [{raw.get('__key__', '?')}]"
+        SKIPPED.append(f"{where}: {e}")
+        log.warning("skipped corrupt latent sample %d: %s: %s", len(SKIPPED), where, e)
+        return None
+
+
+def split_by_rank_rounds(samples, rank: int | None = None, world_size: int | None = None):
+    """Rank r keeps the r-th sample of every complete round of ``world_size``: equal, disjoint shares."""
+    rank, world = dist_info(rank, world_size)
+    round_: list = []
+    for sample in samples:
+        round_.append(sample)
+        if len(round_) == world:
+            yield round_[rank]
+            round_ = []
+
+
 def collate(items: Sequence[dict]) -> dict:
     """Stack tensors, make bools and ints tensors, keep strings as lists."""
     out = {}
@@ -80,10 +112,13 @@ def collate(items: Sequence[dict]) -> dict:
 
 def latent_pipeline(shards: str | Sequence[str], batch_size: int, *, num_frames: int | None = None,
                     resampled: bool = True, epoch_length: int | None = None, num_workers: int = 0,
-                    shuffle: bool = True, seed: int = 0) -> wds.DataPipeline:
+                    shuffle: bool = True, seed: int = 0, rank: int | None = None,
+                    world_size: int | None = None) -> wds.DataPipeline:
     """A webdataset pipeline of latent motion batches (see the module docs for DDP behaviour).
 
     ``epoch_length``: batches per rank per epoch (spread over the workers); needed with ``resampled``.
+    ``rank``/``world_size``: for the per-sample rank split of unresampled (validation) shards; default
+    :func:`lvmm.datasets.readers.dist_info` when iterating.
     """
     urls = expand_shards(shards)  # globs and brace patterns; a pattern that matches nothing is an error, not a hang
     if resampled:
@@ -93,9 +128,11 @@ def latent_pipeline(shards: str | Sequence[str], batch_size: int, *, num_frames:
     else:
         stages = [wds.SimpleShardList(urls), wds.split_by_worker]
     stages.append(wds.tarfile_to_samples(handler=wds.warn_and_continue))
+    if not resampled:
+        stages.append(functools.partial(split_by_rank_rounds, rank=rank, world_size=world_size))
     if shuffle:
         stages.append(wds.shuffle(SHUFFLE_BUFFER))
-    stages += [wds.map(functools.partial(decode_latent_sample, num_frames=num_frames)),
+    stages += [wds.map(functools.partial(decode_or_skip, num_frames=num_frames)), wds.select(lambda x: x is not None),
                wds.batched(batch_size, collation_fn=collate, partial=not resampled)]
     pipeline = wds.DataPipeline(*stages)
     if epoch_length:
@@ -135,8 +172,11 @@ class LatentDataModule(pl.LightningDataModule):
     def val_dataloader(self):
         if self.val_shards is None:
             return []
+        trainer = getattr(self, "trainer", None)   # worker processes do not see torch.distributed
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (None, None)
         return self._loader(latent_pipeline(self.val_shards, self.batch_size, num_frames=self.num_frames,
-                                            resampled=False, shuffle=False, num_workers=self.num_workers))
+                                            resampled=False, shuffle=False, num_workers=self.num_workers,
+                                            rank=rank, world_size=world))
 
 
 # ----- synthetic latents ---------------------------------------------------------------------------------
@@ -215,8 +255,9 @@ class SyntheticLatentDataModule(pl.LightningDataModule):
             self.val_set = SyntheticLatents(self.val_length, self.seed + 1, **self.kw)
 
     def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, collate_fn=collate)
+        # an order per (seed, epoch) that skips ahead on resume (lvmm.stages.resume.ExactResume)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=EpochSampler(len(self.train_set), self.seed),
+                          drop_last=True, num_workers=self.num_workers, collate_fn=collate)
 
     def val_dataloader(self):
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,

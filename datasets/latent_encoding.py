@@ -27,7 +27,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import IterableDataset, get_worker_info
 
-from lvmm.datasets.readers import decode
+from lvmm.datasets.readers import _seed, choose_frames, decode
 from lvmm.media import MediaError, fsync_dir
 
 MANIFEST_GLOB = "manifest-rank*.jsonl"
@@ -112,14 +112,22 @@ class VideoClipBatches(IterableDataset):
         shards: input shard paths (sorted; rank r of W takes ``shards[r::W]``, then worker splitting).
         num_frames: K + 1, frames per sub-clip.
         stride: frames between consecutive sub-clip starts.
-        max_segments: most sub-clips per video sample (None: all).
+        max_segments: most sub-clips per video sample (None: all); with ``random_sorted``, the number of
+            independent draws per video (None: 1).
         batch_size: sub-clips per batch.
+        sampling: ``"consecutive"``: windows of ``num_frames`` every ``stride`` frames (pre-training);
+            ``"random_sorted"``: frame 0 and ``num_frames - 1`` others at random, sorted in time, per draw
+            (LFDM's benchmark clips), each draw seeded by the video's key and the draw's number.
         skip: input shard names to skip (already finished).
         rank, world_size: this process's place; read from torch.distributed when None.
     """
 
     def __init__(self, shards: list[str], num_frames: int = 9, stride: int = 4, max_segments: int | None = None,
-                 batch_size: int = 8, skip: set[str] | None = None, rank: int | None = None, world_size: int | None = None):
+                 batch_size: int = 8, skip: set[str] | None = None, rank: int | None = None, world_size: int | None = None,
+                 sampling: str = "consecutive"):
+        if sampling not in ("consecutive", "random_sorted"):
+            raise ValueError(f"unknown sampling {sampling!r} (use 'consecutive' or 'random_sorted')")
+        self.sampling = sampling
         self.shards = sorted(str(s) for s in shards)
         self.num_frames, self.stride, self.max_segments, self.batch_size = num_frames, stride, max_segments, batch_size
         self.skip = set(skip or ())
@@ -160,15 +168,28 @@ class VideoClipBatches(IterableDataset):
                     continue
                 videos += 1
                 caption, meta = sample.caption, sample.meta
-                starts = list(range(0, len(frames) - self.num_frames + 1, self.stride))[: self.max_segments]
-                for s in starts:
-                    clip_meta = {"source_key": key, "source_shard": Path(shard).name, "frame_indices": list(range(s, s + self.num_frames)),
-                                 "caption": caption, "label": sample.label, "family": meta.get("class_name", "")}
-                    pending.append((f"{key}_s{s:05d}", frames[s:s + self.num_frames], clip_meta))
+                for name, idx in self._clips(key, len(frames)):
+                    clip_meta = {"source_key": key, "source_shard": Path(shard).name, "frame_indices": idx,
+                                 "caption": caption, "label": sample.label, "family": meta.get("class_name", ""),
+                                 "subject": meta.get("subject"), "sampling": self.sampling}
+                    pending.append((name, frames[idx], clip_meta))
                     if len(pending) == self.batch_size:
                         yield self._batch(shard, pending, failed, videos, last=False)
                         pending, failed, videos = [], [], 0
             yield self._batch(shard, pending, failed, videos, last=True) if pending else self._empty(shard, failed, videos, last=True)
+
+    def _clips(self, key: str, t: int) -> list[tuple[str, list[int]]]:
+        """(output key, frame indices) of the sub-clips of a ``t``-frame video."""
+        if self.sampling == "random_sorted":
+            if t < self.num_frames:
+                return []   # too short for N distinct frames: no clip, as with windows
+            import random
+
+            draws = self.max_segments or 1
+            return [(f"{key}_r{d:03d}", choose_frames(t, self.num_frames, "random_sorted", random.Random(_seed(key, d)), True))
+                    for d in range(draws)]
+        starts = list(range(0, t - self.num_frames + 1, self.stride))[: self.max_segments]
+        return [(f"{key}_s{s:05d}", list(range(s, s + self.num_frames))) for s in starts]
 
     def _batch(self, shard, items, failed, videos, last) -> dict:
         frames = torch.from_numpy(np.stack([f for _, f, _ in items])).permute(0, 1, 4, 2, 3).float().div_(255)  # (B, T, 3, H, W)

@@ -253,7 +253,7 @@ class ProceduralDataModule(pl.LightningDataModule):
         super().__init__()
         if mode not in ("pairs", "clips"):
             raise ValueError(f"mode must be 'pairs' or 'clips', not {mode!r}")
-        self.mode, self.batch_size, self.num_workers = mode, batch_size, num_workers
+        self.mode, self.batch_size, self.num_workers, self.seed = mode, batch_size, num_workers, seed
         common = dict(height=height, width=width, fps=fps)
         if mode == "pairs":
             self.train_set = ProceduralPairs(train_length, seed, max_interval=max_interval, split="train", **common)
@@ -263,8 +263,10 @@ class ProceduralDataModule(pl.LightningDataModule):
             self.val_set = ProceduralClips(val_length, seed + 1, num_frames=num_frames, split="val", **common)
 
     def _loader(self, dataset, shuffle: bool):
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=shuffle)
+        from lvmm.datasets.sampling import EpochSampler  # an order per (seed, epoch) that can skip ahead: exact resume
+
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset), self.seed, shuffle),
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=shuffle)
 
     def train_dataloader(self):
         return self._loader(self.train_set, shuffle=True)

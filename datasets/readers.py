@@ -13,6 +13,11 @@ stream never ends, and yields a fixed quota of batches, so every rank sees exact
 per epoch whatever its shards hold (uneven ranks would hang DDP). Evaluation streams cycle through
 their shards in order instead, without augmentation, with frame choices seeded by the sample key.
 
+Corrupt samples (an unreadable tar member, a json or npy that does not parse, a video that does not
+decode) are skipped and counted: each is logged as a warning naming its shard and key, the stream's
+``skipped`` list keeps them (per process), and the run goes on. ``MAX_CONSECUTIVE_SKIPS`` corrupt
+samples in a row mean the data, not one sample, is broken, and stop the run with that message.
+
 Stored fields are relative to the clip's first frame, so a sample with fields always starts at its
 frame 0: pairs are (frame 0, frame k), and clip sampling keeps frame 0 first.
 """
@@ -22,6 +27,7 @@ import glob
 import hashlib
 import io
 import json
+import logging
 import os
 import random
 import re
@@ -37,7 +43,12 @@ from lvmm.media import MediaError, read_video, to_float
 
 from .augment import ClipAugment
 
+log = logging.getLogger(__name__)
+
 SAMPLINGS = ("consecutive", "random_sorted")
+MAX_CONSECUTIVE_SKIPS = 100
+SAMPLE_ERRORS = (MediaError, ValueError, KeyError, OSError, EOFError)
+"""What a corrupt sample raises while it is read and decoded (json and npy errors are ValueErrors)."""
 MODES = ("pairs", "clips")
 UNKNOWN_LABEL = -1
 
@@ -229,6 +240,7 @@ class ShardStream(IterableDataset):
         self.train, self.shuffle_buffer, self.seed = train, shuffle_buffer, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.skipped: list[str] = []   # "shard [key]: reason" of every corrupt sample this process skipped
 
     def __len__(self) -> int:
         return self.length
@@ -266,18 +278,39 @@ class ShardStream(IterableDataset):
         rng = random.Random(_seed(self.seed, epoch, rank, worker, loader_seed))
         quota = self.length // workers + (1 if worker < self.length % workers else 0)
         urls = self._my_urls(rank, world, worker, workers)
-        samples = wds.tarfile_to_samples(handler=wds.reraise_exception)(self._shard_urls(urls, rng))
+        samples = wds.tarfile_to_samples(handler=self._skip_tar_error)(self._shard_urls(urls, rng))
         if self.train and self.shuffle_buffer > 1:
             samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer // 2, rng=rng)(samples)
         batch: list[dict] = []
-        made = 0
+        made = consecutive = 0
         while made < quota:
-            sample = decode(next(samples))
-            item_rng = rng if self.train else random.Random(_seed(self.seed, sample.key))
-            batch.append(self.make_item(sample, item_rng))
+            raw = next(samples)
+            try:
+                sample = decode(raw)
+                item_rng = rng if self.train else random.Random(_seed(self.seed, sample.key))
+                item = self.make_item(sample, item_rng)
+            except SAMPLE_ERRORS as e:
+                consecutive += 1
+                self._skip(raw.get("__url__", "?"), raw.get("__key__", "?"), e, consecutive)
+                continue
+            consecutive = 0
+            batch.append(item)
             if len(batch) == self.batch_size:
                 yield default_collate(batch)
                 batch, made = [], made + 1
+
+
+    def _skip(self, url: str, key: str, error: BaseException, consecutive: int) -> None:
+        where = f"{url} [{key}]"
+        self.skipped.append(f"{where}: {error}")
+        log.warning("skipped corrupt sample %d of this reader: %s: %s", len(self.skipped), where, error)
+        if consecutive >= MAX_CONSECUTIVE_SKIPS:
+            raise RuntimeError(f"{consecutive} corrupt samples in a row, the last {where}: {error}; the shards look broken")
+
+    def _skip_tar_error(self, error: BaseException) -> bool:
+        # webdataset's handler protocol: True = go on; its messages carry the shard's url
+        self._skip(getattr(error, "url", "?") if not isinstance(error, tuple) else "?", "?", error, 1)
+        return True
 
 
 def make_stream(shards: str | list[str], mode: str = "pairs", *, batch_size: int = 8, length: int = 100,

@@ -189,7 +189,7 @@ def equivariance_loss(region_predictor, image: torch.Tensor, transform: RandomTr
     jac = transform.jacobian(moved.shift)                                                   # (B, K, 2, 2)
     # compare the frames (square roots of covariances): lengths, like the shifts, so the terms weigh alike
     affine = sqrtm_2x2(jac @ moved.covar @ jac.transpose(-1, -2))
-    return F.l1_loss(shift, regions.shift) + F.l1_loss(affine, regions.affine)
+    return F.l1_loss(shift, regions.shift) + F.l1_loss(affine, sqrtm_2x2(regions.covar))
 
 
 # ----------------------------------------------------------------------------------------- teacher

@@ -24,6 +24,7 @@ The statistics are buffers of the U-Net and travel with its weights.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,9 @@ class StageTwo(pl.LightningModule):
         min_snr_gamma: min-SNR loss weighting (None: plain MSE on the target).
         image_dropout, text_dropout: probabilities of replacing each token by the null token in
             training, independently (classifier-free guidance).
+        uncond_dropout: probability of dropping both tokens of a sample together, besides the per-token
+            dropout: the fully unconditional pass is what classifier-free guidance subtracts at sampling,
+            and per-token dropout alone trains it only ``image_dropout * text_dropout`` of the time.
         latent_scale: multiply latents by this; None: estimate it from the first batch (module docs).
         standardize_tokens: centre and scale the condition tokens with statistics of the first batch
             (module docs); False leaves them as the encoder gives them.
@@ -66,7 +70,7 @@ class StageTwo(pl.LightningModule):
     def __init__(self, unet: UNet3D, num_frames: int = 8, prediction_type: str = "v_prediction",
                  beta_schedule: str = "squaredcos_cap_v2", num_train_timesteps: int = 1000,
                  min_snr_gamma: float | None = 5.0, image_dropout: float = 0.1, text_dropout: float = 0.1,
-                 latent_scale: float | None = None, standardize_tokens: bool = True, lr: float = 1e-4,
+                 uncond_dropout: float = 0.1, latent_scale: float | None = None, standardize_tokens: bool = True, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, warmup_steps: int = 0, motion_checkpoint: str | None = None,
                  media_sampler: str = "ddim", media_steps: int = 50, media_guidance_scale: float = 1.0,
                  media_samples: int = 4, media_upscale: int = 8):
@@ -114,6 +118,13 @@ class StageTwo(pl.LightningModule):
         self.unet.set_token_statistics(mean, scale)
         self.token_statistics_set = True
 
+    def setup(self, stage: str) -> None:
+        # fail at the start, not at the first media step thousands of steps in
+        path = self.hparams.motion_checkpoint
+        if stage == "fit" and path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f"motion_checkpoint {path}: stage-one checkpoint not found (train stage one first, "
+                                    "or set model.init_args.motion_checkpoint)")
+
     def motion_model(self):
         """The stage-one :class:`lvmm.motion.MotionModel` of ``motion_checkpoint``, or None."""
         if self.hparams.motion_checkpoint is None:
@@ -149,6 +160,8 @@ class StageTwo(pl.LightningModule):
         if drop:
             keep_img = keep_img & (torch.rand(b, device=x0.device) >= self.hparams.image_dropout)
             keep_txt = keep_txt & (torch.rand(b, device=x0.device) >= self.hparams.text_dropout)
+            keep_any = torch.rand(b, device=x0.device) >= self.hparams.get("uncond_dropout", 0.0)
+            keep_img, keep_txt = keep_img & keep_any, keep_txt & keep_any
         cond = {"z0": batch["z0"] * self.latent_scale,
                 "tokens": torch.stack([batch["img_emb"], batch["txt_emb"]], 1).to(x0.dtype),
                 "token_mask": torch.stack([keep_img, keep_txt], 1),

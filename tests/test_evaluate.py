@@ -66,7 +66,7 @@ def test_identical_sets_and_report(setup, capsys, tmp_path):
     assert code == 0, err
     report = json.loads((tmp_path / "metrics.json").read_text())
     m = report["metrics"]
-    assert set(m) == {"fvd", "lpips", "psnr", "ssim"}
+    assert set(m) - {"fvd_class", "fvd_subject"} == {"fvd", "lpips", "psnr", "ssim"}   # conditional FVD where the json says
     assert abs(m["fvd"]) < 1e-3 and m["lpips"] < 1e-6 and m["psnr"] == 100.0 and m["ssim"] > 0.999
     assert report["reference"]["videos"] == 4 and report["reference"]["skipped_by_split"] == 1  # the train clip
     assert report["generated"]["seeds"] == [0] and report["generated"]["seeds_from"] == "file names"
@@ -116,7 +116,7 @@ def test_config_file_and_clear_errors(setup, capsys, tmp_path):
     path.write_text(yaml.safe_dump(config))
     code, out, err = run(["--config", path], capsys)
     assert code == 0, err
-    assert set(json.loads((tmp_path / "cfg" / "metrics.json").read_text())["metrics"]) == {"fvd", "ssim"}
+    assert set(json.loads((tmp_path / "cfg" / "metrics.json").read_text())["metrics"]) - {"fvd_class", "fvd_subject"} == {"fvd", "ssim"}
 
     code, _, err = run(["--config", path, "--i3d", tmp_path / "missing.pt"], capsys)
     assert code == 2 and "missing.pt: I3D (FVD) weights not found" in err

@@ -43,7 +43,7 @@ def _batch(n: int = 4, frames: int = 4):
 
 def test_token_dropout_and_latent_scale():
     batch = _batch()
-    module = StageTwo(tiny_unet(randomise=False), num_frames=4, image_dropout=1.0, text_dropout=0.0)
+    module = StageTwo(tiny_unet(randomise=False), num_frames=4, image_dropout=1.0, text_dropout=0.0, uncond_dropout=0.0)
     x0, cond = module.inputs(batch, drop=True)
     assert not cond["token_mask"][:, 0].any() and cond["token_mask"][:, 1].all()
     # latent_scale estimated once from the first batch: the scaled clips have unit std

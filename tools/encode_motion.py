@@ -41,7 +41,7 @@ def settings_of(args) -> dict:
     ckpt = Path(args.ckpt)
     stat = ckpt.stat() if ckpt.exists() else None
     return {"ckpt": str(ckpt.resolve()), "ckpt_size": stat.st_size if stat else None, "ckpt_mtime": stat.st_mtime if stat else None,
-            "num_frames": args.num_frames, "stride": args.stride, "max_segments": args.max_segments, "threshold": args.threshold,
+            "num_frames": args.num_frames, "sampling": args.sampling, "stride": args.stride, "max_segments": args.max_segments, "threshold": args.threshold,
             "imagebind": args.imagebind, "imagebind_config": args.imagebind_config}
 
 
@@ -62,9 +62,14 @@ def check_settings(out: Path, settings: dict) -> None:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="stage-one checkpoint (.ckpt or .safetensors)")
-    p.add_argument("--shards", nargs="+", required=True, help="video shards: paths, globs or brace patterns")
-    p.add_argument("--out", required=True, help="output folder for latent shards and manifests")
+    p.add_argument("--config", default=None, help="YAML whose 'encode' section gives defaults for these options "
+                   "(e.g. configs/benchmark/mug.yaml); flags override it")
+    p.add_argument("--ckpt", default=None, help="stage-one checkpoint (.ckpt or .safetensors)")
+    p.add_argument("--shards", nargs="+", default=None, help="video shards: paths, globs or brace patterns")
+    p.add_argument("--out", default=None, help="output folder for latent shards and manifests")
+    p.add_argument("--sampling", default=None, choices=["consecutive", "random_sorted"],
+                   help="consecutive windows every --stride frames (default), or frame 0 + N-1 random frames sorted in "
+                        "time, --max-segments draws per video (the LFDM benchmark clips)")
     p.add_argument("--num-frames", type=int, default=9, help="K + 1 frames per clip (default 9: K = 8)")
     p.add_argument("--stride", type=int, default=4, help="frames between clip starts")
     p.add_argument("--max-segments", type=int, default=None, help="most clips per video sample")
@@ -80,7 +85,24 @@ def parse_args(argv):
     p.add_argument("--overwrite", action="store_true", help="delete latents and manifests already in --out and start over")
     p.add_argument("--allow-remote-shards", action="store_true",
                    help="accept pipe: and URL shard specs (pipe: runs a shell command: only for specs you wrote)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.config:
+        import yaml
+
+        section = (yaml.safe_load(Path(args.config).read_text()) or {}).get("encode", {})
+        defaults = {}
+        for key, value in section.items():
+            name = key.replace("-", "_")
+            if not hasattr(args, name) or name == "config":
+                raise SystemExit(f"error: {args.config}: unknown option {key!r} in section 'encode'")
+            defaults[name] = [value] if name == "shards" and isinstance(value, str) else value
+        p.set_defaults(**defaults)   # the section as defaults, so flags still override it
+        args = p.parse_args(argv)
+    args.sampling = args.sampling or "consecutive"
+    missing = [f"--{n}" for n in ("ckpt", "shards", "out") if getattr(args, n) is None]
+    if missing:
+        p.error(f"the following arguments are required (or an 'encode' section in --config): {', '.join(missing)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -109,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = ImageBindEncoder(weights=args.imagebind, config=config)
     module = MotionEncoding(motion, encoder, threshold=args.threshold)
     dataset = VideoClipBatches(todo, num_frames=args.num_frames, stride=args.stride, max_segments=args.max_segments,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, sampling=args.sampling)
     loader = DataLoader(dataset, batch_size=None, num_workers=args.workers)
     writer = LatentShardWriter(out)
     gpu = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")

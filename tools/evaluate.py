@@ -15,7 +15,12 @@ and LPIPS. Every generated video must have the protocol's size and length; a mis
 Reference: webdataset shards (``mp4`` or ``frames.npy``, plus ``json``). Under a dataset protocol
 (mug, mhad, natops) only test samples count: the json's ``split`` must be ``test``, or its ``subject``
 one of ``--test-subjects``. Reference clips of another size are resized; longer clips are brought to the
-protocol length by frames evenly spaced in time; both are reported.
+protocol length by the protocol's ``reference_sampling``: LFDM's frame 0 and the rest at random, sorted in
+time and seeded by the key (mug, mhad, natops), or evenly spaced frames (custom); both are reported.
+
+FVD is computed for each seed's videos separately (seeds from the ``_seedN`` file names) and reported as
+mean +- std over the seeds, with class- and subject-conditional FVD (the FVD within each class or subject
+of the reference json, averaged over the classes or subjects with at least two videos on both sides).
 
 Config file (YAML; CLI flags override it): the keys are the long option names (``generated``,
 ``reference`` (a string or a list), ``protocol``, ``seeds``, ``metrics``, ``out``, ...), with the weight
@@ -48,16 +53,20 @@ from lvmm.metrics.i3d import load_i3d
 from lvmm.metrics.inception import load_fid_inception
 from lvmm.metrics.lpips import load_lpips
 from lvmm.metrics.protocols import I3D_SIZE, INCEPTION_SIZE, Protocol, ReferenceSelectionError, get_protocol, keep_reference_sample
-from lvmm.metrics.video_metrics import InsufficientVideosError, PairedScores, VideoSetFeatures, fid, fvd, paired_scores
+from lvmm.metrics.video_metrics import (InsufficientVideosError, PairedScores, VideoSetFeatures, fid, fvd, grouped_fvd,
+                                        mean_std, paired_scores)
 from lvmm.metrics.weights import file_sha256
 
 ALL_METRICS = ("fvd", "fid", "lpips", "psnr", "ssim")
+CONDITIONAL_FVD = {"fvd_class": "class", "fvd_subject": "subject"}   # reported metric -> reference json field
 PAIRED_METRICS = ("psnr", "ssim", "lpips")
 NPY_SUFFIX = ".npy"
 SEED_SUFFIX = re.compile(r"^(?P<key>.+?)[_-]seed(?P<seed>\d+)$")
 WEIGHT_OPTIONS = ("i3d", "inception", "lpips_backbone", "lpips_linear")
-METRIC_FORMAT = {"fvd": "{:.2f}", "fid": "{:.2f}", "lpips": "{:.4f}", "psnr": "{:.2f}", "ssim": "{:.4f}"}
-METRIC_TITLE = {"fvd": "FVD", "fid": "FID", "lpips": "LPIPS", "psnr": "PSNR (dB)", "ssim": "SSIM"}
+METRIC_FORMAT = {"fvd": "{:.2f}", "fvd_class": "{:.2f}", "fvd_subject": "{:.2f}", "fid": "{:.2f}", "lpips": "{:.4f}",
+                 "psnr": "{:.2f}", "ssim": "{:.4f}"}
+METRIC_TITLE = {"fvd": "FVD", "fvd_class": "class-cond. FVD", "fvd_subject": "subject-cond. FVD", "fid": "FID",
+                "lpips": "LPIPS", "psnr": "PSNR (dB)", "ssim": "SSIM"}
 
 
 class EvaluationError(RuntimeError):
@@ -286,7 +295,15 @@ def conform_reference(frames: np.ndarray, protocol: Protocol, key: str, notes: d
         raise EvaluationError(f"reference sample {key} has {t} frames, fewer than the protocol's {protocol.num_frames}")
     if t > protocol.num_frames:
         notes["subsampled"] += 1
-        frames = frames[np.linspace(0, t - 1, protocol.num_frames).round().astype(int)]
+        if protocol.reference_sampling == "random_sorted":
+            import random
+
+            from lvmm.datasets.readers import _seed, choose_frames
+
+            idx = choose_frames(t, protocol.num_frames, "random_sorted", random.Random(_seed("reference", key)), True)
+        else:
+            idx = np.linspace(0, t - 1, protocol.num_frames).round().astype(int)
+        frames = frames[idx]
     if (h, w) != (protocol.height, protocol.width):
         notes["resized_from"].add(f"{h}x{w}")
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
@@ -361,10 +378,21 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         return VideoSetFeatures(i3d=i3d, inception=inception, batch_size=args.batch_size, frame_batch_size=args.frame_batch_size,
                                 device=device, i3d_size=protocol.i3d_size, fvd_frames=protocol.fvd_frames)
 
-    gen_features = feature_set()
+    # FVD per seed (I3D features per video, in order, with the video's key); FID on the pooled frames
+    gen_features = VideoSetFeatures(i3d=None, inception=inception, batch_size=args.batch_size,
+                                    frame_batch_size=args.frame_batch_size, device=device, i3d_size=protocol.i3d_size,
+                                    fvd_frames=protocol.fvd_frames)
+    seed_sets: dict[int | None, VideoSetFeatures] = {}
+    seed_keys: dict[int | None, list[str]] = {}
     if i3d is not None or inception is not None:
         for video in generated:
-            gen_features.add(read_generated(video.path))
+            frames = read_generated(video.path)
+            gen_features.add(frames)
+            if i3d is not None:
+                seed_sets.setdefault(video.seed, VideoSetFeatures(i3d=i3d, inception=None, batch_size=args.batch_size,
+                                                                  frame_batch_size=args.frame_batch_size, device=device,
+                                                                  i3d_size=protocol.i3d_size, fvd_frames=protocol.fvd_frames)).add(frames)
+                seed_keys.setdefault(video.seed, []).append(video.key)
 
     split = protocol.reference_split
     counts = {"skipped": 0}
@@ -372,9 +400,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     ref_features = feature_set()
     pairs = PairedScores()
     want_paired = [m for m in metrics if m in PAIRED_METRICS]
-    for key, frames, _meta in iter_reference(urls, split, subjects, counts):
+    ref_meta: dict[str, dict] = {}
+    ref_order: list[str] = []
+    for key, frames, meta in iter_reference(urls, split, subjects, counts):
         frames = conform_reference(frames, protocol, key, notes)
         ref_features.add(frames)
+        ref_meta[key] = meta
+        ref_order.append(key)
         for video in (by_key.get(key, []) if want_paired else []):
             scores = paired_scores(read_generated(video.path), frames, lpips, protocol.paired_from_frame, device)
             pairs.add({m: scores[m] for m in want_paired})
@@ -382,10 +414,28 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise EvaluationError(f"no reference samples selected from {len(urls)} shard(s) ({counts['skipped']} skipped by the split)")
 
     results: dict[str, float] = {}
+    stds: dict[str, float] = {}
+    per_seed: dict[str, dict] = {}
+    groups: dict[str, dict] = {}
     gen, ref = gen_features.finish(), ref_features.finish()
     try:
         if "fvd" in metrics:
-            results["fvd"] = fvd(gen["i3d"], ref["i3d"])
+            feats = {seed: s.finish()["i3d"] for seed, s in seed_sets.items()}
+            per_seed["fvd"] = {str(seed): fvd(f, ref["i3d"]) for seed, f in feats.items()}
+            results["fvd"], stds["fvd"] = mean_std(list(per_seed["fvd"].values()))
+            for name, field in CONDITIONAL_FVD.items():
+                ref_groups = [ref_meta[k].get(field) for k in ref_order]
+                if all(g is None for g in ref_groups):
+                    continue   # the reference json does not say: no such conditional FVD
+                runs = {str(seed): grouped_fvd(f, [ref_meta.get(k, {}).get(field) for k in seed_keys[seed]], ref["i3d"], ref_groups)
+                        for seed, f in feats.items()}
+                values = {seed: r["fvd"] for seed, r in runs.items() if r["fvd"] is not None}
+                if values:
+                    per_seed[name] = values
+                    results[name], stds[name] = mean_std(list(values.values()))
+                    first = next(iter(runs.values()))
+                    groups[name] = {"field": field, "groups": len(first["groups"]), "skipped": [str(g) for g in first["skipped"]]}
+                    metrics.insert(metrics.index("fvd") + 1 + len([m for m in metrics if m in CONDITIONAL_FVD]), name)
         if "fid" in metrics:
             results["fid"] = fid(gen["frames"], ref["frames"])
     except InsufficientVideosError as e:
@@ -420,6 +470,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "weights": {name: {"path": str(getattr(args, name)), "sha256": file_sha256(getattr(args, name))}
                     for name in WEIGHT_OPTIONS if getattr(args, name) and _weights_used(name, metrics)},
         "metrics": {m: results[m] for m in metrics if m in results},
+        "metrics_std": {m: stds[m] for m in stds if m in results},
+        "per_seed": per_seed,
+        "conditional_groups": groups,
         "device": str(device),
         "seconds": round(time.time() - started, 1),
     }
@@ -455,10 +508,16 @@ def protocol_text(report: dict) -> str:
     if r["resized_from"]:
         ref += f"; resized from {', '.join(r['resized_from'])}"
     if r["subsampled_to_protocol_length"]:
-        ref += f"; {r['subsampled_to_protocol_length']} longer clips brought to {g['frames']} evenly spaced frames"
+        ref += f"; {r['subsampled_to_protocol_length']} longer clips brought to {g['frames']} frames"
     lines.append(ref)
+    if r["subsampled_to_protocol_length"]:
+        lines.append(f"  reference frames: {p.get('reference_sampling', 'even')}")
     if f["fvd"]:
-        lines.append(f"  FVD: {f['fvd']['network']}; {f['fvd']['clip_frames']}-frame clips at {f['fvd']['input']}")
+        lines.append(f"  FVD: {f['fvd']['network']}; {f['fvd']['clip_frames']}-frame clips at {f['fvd']['input']}; "
+                     f"per seed, mean +- std over {len(report.get('per_seed', {}).get('fvd', {}))} seed(s)")
+        for name, grp in report.get("conditional_groups", {}).items():
+            skipped = f", {len(grp['skipped'])} skipped (under 2 videos)" if grp["skipped"] else ""
+            lines.append(f"  {METRIC_TITLE[name]}: FVD within each {grp['field']} ({grp['groups']} groups{skipped}), averaged")
     if f["fid"]:
         lines.append(f"  FID: {f['fid']['network']}; {f['fid']['frames'][0]} vs {f['fid']['frames'][1]} frames at {f['fid']['input']}")
     if f["paired"]:
@@ -477,8 +536,15 @@ def markdown_table(report: dict) -> str:
     names = list(report["metrics"])
     head = ["Protocol", "Generated", "Reference", "Frames", "Resolution", "Seeds"] + [METRIC_TITLE[m] for m in names]
     row = [report["protocol"]["name"], str(g["videos"]), str(r["videos"]), str(g["frames"]), f"{g['height']}x{g['width']}",
-           _seeds_text(g["seeds"])] + [METRIC_FORMAT[m].format(report["metrics"][m]) for m in names]
+           _seeds_text(g["seeds"])] + [_value(report, m) for m in names]
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|", "| " + " | ".join(row) + " |"]) + "\n"
+
+
+def _value(report: dict, metric: str) -> str:
+    text = METRIC_FORMAT[metric].format(report["metrics"][metric])
+    std = report.get("metrics_std", {}).get(metric)
+    seeds = len(report.get("per_seed", {}).get(metric, {}))
+    return f"{text} ± {METRIC_FORMAT[metric].format(std)}" if std is not None and seeds > 1 else text
 
 
 def write_report(report: dict, out: str | Path) -> tuple[Path, Path]:

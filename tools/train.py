@@ -1,12 +1,22 @@
 #!/usr/bin/env python
 """Train either stage through the Lightning CLI.
 
-    python tools/train.py fit --config configs/stage1/tiny.yaml
+    python tools/train.py fit --config configs/stage1/mug.yaml
     python tools/train.py fit --config configs/stage2/tiny.yaml --trainer.max_steps 100
     python tools/train.py fit --config configs/stage1/tiny.yaml --print_config
+    python tools/train.py fit --config configs/stage1/mug.yaml --ckpt_path outputs/mug/stage1/checkpoints/last.ckpt   # exact resume
+    python tools/train.py fit --config configs/stage2/facial_512.yaml --init_from outputs/general/stage2/checkpoints/last.ckpt
 
 Configs are typed ``class_path``/``init_args`` YAML: the model and data classes come from the config,
-so one entry point serves both stages and every dataset.
+so one entry point serves both stages and every dataset. A config may start with ``__base__: FILE``
+(or a list of files, relative to the config): those are read first and the rest of the file is
+merged over them, so a dataset's file holds only what differs from its stage's base.
+
+Checkpoints go to ``<trainer.default_root_dir>/checkpoints`` (``last.ckpt`` is the newest) unless a
+``ModelCheckpoint`` names its own ``dirpath``: the next step of a workflow finds them there.
+
+``--init_from CKPT`` starts a *new* fit from another run's weights (its EMA weights when it has them,
+:mod:`lvmm.finetune`): a fresh optimizer, schedule and step count, unlike ``--ckpt_path``, which resumes.
 """
 from __future__ import annotations
 
@@ -15,13 +25,64 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+BASE_KEY = "__base__"
+CHECKPOINT_SUBDIR = "checkpoints"
 
-class CLI(LightningCLI):
-    """Lightning's CLI, with ``--ckpt_path`` checked before Lightning imports what its hyper-parameters name."""
+
+def config_chain(path: str | os.PathLike, _seen: tuple = ()) -> list[tuple[Path, dict]]:
+    """The files a config is made of, bases first, each as ``(path, mapping without __base__)``."""
+    path = Path(path)
+    if path in _seen:
+        raise SystemExit(f"error: {path}: circular {BASE_KEY}")
+    if not path.is_file():
+        raise SystemExit(f"error: config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise SystemExit(f"error: {path}: a config must be a mapping")
+    bases = data.pop(BASE_KEY, None) or []
+    chain: list[tuple[Path, dict]] = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        chain += config_chain(path.parent / base, _seen + (path,))
+    return chain + [(path, data)]
+
+
+def expand_config_args(args: list[str]) -> list[str]:
+    """Replace ``--config FILE`` by one ``--config`` per file of its ``__base__`` chain (bases first).
+
+    Files without ``__base__`` are passed through as paths; files with one are passed as their YAML
+    text without the key (jsonargparse takes either).
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        value = None
+        if arg == "--config" and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+        elif arg.startswith("--config="):
+            value, i = arg.split("=", 1)[1], i + 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        chain = config_chain(value) if Path(value).suffix in (".yaml", ".yml") else None
+        if not chain or len(chain) == 1:
+            out += ["--config", value]
+            continue
+        for _, data in chain:
+            out += ["--config", yaml.safe_dump(data, sort_keys=False)]
+    return out
+
+
+class LVMMCLI(LightningCLI):
+    """LightningCLI with the project's conventions: fixed checkpoint folders, ``--init_from``, and ``--ckpt_path``
+    checked before Lightning imports what its hyper-parameters name."""
 
     def _parse_ckpt_path(self) -> None:
         from lvmm.checkpoint import CheckpointError, check_hyperparameters
@@ -35,10 +96,37 @@ class CLI(LightningCLI):
                 raise SystemExit(f"error: {e}") from None
         super()._parse_ckpt_path()
 
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--init_from", type=str | None, default=None,
+                            help="fine-tune: start from this checkpoint's weights (EMA when present), fresh optimizer and step count")
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        from lvmm.stages.resume import ExactResume
+
+        if not any(isinstance(cb, ExactResume) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.insert(0, ExactResume())   # first: its on_train_end runs before the EMA copy
+        root = Path(self.trainer.default_root_dir)
+        for cb in self.trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
+                cb.dirpath = str(root / CHECKPOINT_SUBDIR)
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        init_from = config.get("init_from")
+        if init_from:
+            from lvmm.finetune import load_initial_weights
+
+            report = load_initial_weights(self.model, init_from)
+            print(f"[train] initialised from {init_from}: {report}")
+
 
 def main(args: list[str] | None = None) -> LightningCLI:
     os.environ.setdefault("WANDB_MODE", "offline")
-    return CLI(
+    given = list(sys.argv[1:] if args is None else args)
+    expanded = expand_config_args(given)
+    # sys.argv stays as it is: Lightning's DDP launcher starts the other ranks with it (they expand it again);
+    # args=None when nothing changed, since LightningCLI warns when it gets both args and a command line
+    args = None if args is None and expanded == given else expanded
+    return LVMMCLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,

@@ -7,7 +7,10 @@ dataset recipe). ``tools/evaluate.py`` prints the protocol beside every result.
 The LFDM benchmark protocol (Ni et al., CVPR 2023), which LVMM follows on MUG, MHAD and NATOPS: one
 video is generated per test video, from its first frame (and its class, where the model is
 class-conditioned), at 128 x 128 with 40 frames; FVD compares the generated set with the real test
-videos (40 frames each, sampled from the source clip and sorted in time by the dataset recipe). The
+videos, 40 frames of each: frame 0 and 39 others drawn at random and sorted in time
+(``reference_sampling="random_sorted"``, seeded by the sample's key, so every evaluation draws the
+same frames), as LFDM samples its clips. FVD is computed per seed and reported as mean +- std over the
+seeds, beside class- and subject-conditional FVD (:func:`lvmm.metrics.video_metrics.grouped_fvd`). The
 subject split lives in the dataset recipes; evaluation keeps the reference samples whose json says
 ``"split": "test"``, or whose ``subject`` is in a list given on the command line.
 """
@@ -40,6 +43,8 @@ class Protocol:
         inception_size: Inception input size (299 in every published protocol).
         paired_from_frame: first frame index used by PSNR/SSIM/LPIPS; 1 skips the conditioning frame,
             which an animation reproduces exactly and which would inflate the scores.
+        reference_sampling: how a longer reference clip is brought to ``num_frames``: ``"random_sorted"``
+            (frame 0 and the rest at random, sorted, seeded by the key; LFDM) or ``"even"`` (evenly spaced).
     """
 
     name: str
@@ -53,6 +58,7 @@ class Protocol:
     i3d_size: int = I3D_SIZE
     inception_size: int = INCEPTION_SIZE
     paired_from_frame: int = 1
+    reference_sampling: str = "even"
 
     def replace(self, **changes: Any) -> "Protocol":
         """A copy with some fields changed (``None`` values are ignored)."""
@@ -67,6 +73,7 @@ def _lfdm(name: str, dataset: str, subjects: str) -> Protocol:
         name=name,
         description=f"LFDM/LVMM protocol on {dataset}: one video per test video from its first frame, 128x128, 40 frames",
         height=128, width=128, num_frames=40, fvd_frames=None, reference_split=TEST_SPLIT, subjects=subjects,
+        reference_sampling="random_sorted",
     )
 
 

@@ -192,3 +192,27 @@ def paired_scores(generated: np.ndarray, reference: np.ndarray, lpips: nn.Module
     if lpips is not None:
         scores["lpips"] = lpips(x, y).cpu()
     return scores
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def grouped_fvd(generated: np.ndarray, gen_groups: list, reference: np.ndarray, ref_groups: list) -> dict:
+    """Conditional FVD: the FVD within each group (a class, a subject) between its generated and its real
+    videos, averaged over the groups that have at least two videos on both sides.
+
+    Returns ``{"fvd": mean over groups, "groups": {group: fvd}, "skipped": [groups with too few videos]}``;
+    ``fvd`` is None when no group qualifies.
+    """
+    per, skipped = {}, []
+    for g in sorted({*gen_groups, *ref_groups}, key=str):
+        gi = [i for i, x in enumerate(gen_groups) if x == g]
+        ri = [i for i, x in enumerate(ref_groups) if x == g]
+        if min(len(gi), len(ri)) < 2:
+            skipped.append(g)
+            continue
+        per[g] = fvd(generated[gi], reference[ri])
+    return {"fvd": float(np.mean(list(per.values()))) if per else None, "groups": per, "skipped": skipped}

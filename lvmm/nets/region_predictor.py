@@ -1,13 +1,17 @@
 """MRAA-style region and background motion predictors, the structural part of the flow predictor P.
 
 Regions are soft part heatmaps; each region's position (shift) and shape (covariance) are the first and
-second moments of its heatmap over the normalised grid of :mod:`lvmm.warp`, and its affine frame is the
-square root of the covariance. A part's motion from I_0 to I_k is the affine map that carries the
-region's frame in I_k onto its frame in I_0 (a backward map, like every field in LVMM).
+second moments of its heatmap over the normalised grid of :mod:`lvmm.warp`, and its affine frame is
+MRAA's ``U sqrt(S)`` of the covariance ``U S U^T`` (principal axes scaled by their standard deviations).
+A part's motion from I_0 to I_k is the affine map that carries the region's frame in I_k onto its frame
+in I_0 (a backward map, like every field in LVMM): ``A_0 A_k^-1``, which is a rotation when the part
+turns. (The symmetric square root of the covariance, used before, cannot express a rotation: a part
+turned by 30 degrees got a shear-and-stretch Jacobian instead.)
 
-We use the symmetric square root of the covariance where MRAA uses ``U sqrt(S)`` from an SVD: it is
-unique (no sign or rotation ambiguity between frames), has a closed form for 2x2 matrices and smooth
-gradients, and the equivariance loss can then compare covariances, which transform exactly.
+The principal axes are an unoriented pair of lines, so U is fixed by a convention: a proper rotation by
+the angle phi in (-90, 90] degrees of the first axis (closed form for 2x2, no SVD sign flips between
+frames). A part that turns across the +-90 degree boundary swaps its axes' labels, as it does in MRAA;
+the equivariance loss compares symmetric roots (:func:`sqrtm_2x2`), which have no such ambiguity.
 """
 from __future__ import annotations
 
@@ -45,6 +49,23 @@ def sqrtm_2x2(m: torch.Tensor) -> torch.Tensor:
     return (m + s[..., None, None] * eye) / t[..., None, None]
 
 
+def principal_frame_2x2(m: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """MRAA's frame ``U sqrt(S)`` of symmetric positive-definite (.., 2, 2) matrices ``m = U S U^T``.
+
+    U is the rotation by phi = atan2(2 b, a - c) / 2 (the first principal axis, in (-90, 90] degrees), from
+    the half-angle of (cos 2 phi, sin 2 phi) so the gradients stay finite; S = diag(U^T m U), which holds
+    the right eigenvalue for each column whatever their order. ``frame @ frame^T == m``.
+    """
+    a, b, c = m[..., 0, 0], m[..., 0, 1], m[..., 1, 1]
+    r = torch.sqrt((a - c) ** 2 + 4 * b ** 2 + eps)
+    cos2, sin2 = (a - c) / r, 2 * b / r
+    half = torch.stack([1 + cos2 + eps, sin2], -1)                     # (.., 2) along (cos phi, sin phi)
+    cos, sin = (half / half.norm(dim=-1, keepdim=True)).unbind(-1)
+    u = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)   # (.., 2, 2) rows
+    s = torch.diagonal(u.transpose(-1, -2) @ m @ u, dim1=-2, dim2=-1).clamp_min(eps)   # (.., 2)
+    return u * s.sqrt()[..., None, :]
+
+
 def heatmap_moments(heatmap: torch.Tensor) -> Regions:
     """Shift, covariance and affine frame of spatially normalised heatmaps (B, K, h, w)."""
     h, w = heatmap.shape[-2:]
@@ -54,7 +75,7 @@ def heatmap_moments(heatmap: torch.Tensor) -> Regions:
     centred = grid - shift[:, :, None]                                 # (B, K, hw, 2)
     covar = torch.einsum("bkn,bkni,bknj->bkij", p[..., 0], centred, centred)
     covar = covar + COVARIANCE_EPS * torch.eye(2, dtype=covar.dtype, device=covar.device)
-    return Regions(heatmap, shift, covar, sqrtm_2x2(covar))
+    return Regions(heatmap, shift, covar, principal_frame_2x2(covar))
 
 
 class RegionPredictor(Configurable, nn.Module):
