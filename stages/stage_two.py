@@ -35,6 +35,7 @@ from einops import rearrange
 from lvmm.diffusion.guidance import LoopGuidance
 from lvmm.diffusion.sampling import sample_motion
 from lvmm.diffusion.schedules import SAMPLERS, Diffusion, DiffusionConfig
+from lvmm.imagebind.encoder import condition_embedding
 from lvmm.nets.unet3d import UNet3D
 
 TOKEN_NAMES = ("image", "text")  # the order of the condition tokens (UNet3D's token slots)
@@ -82,6 +83,7 @@ class StageTwo(pl.LightningModule):
         self.latent_scale = latent_scale
         self.token_statistics_set = False
         self.latent_size: list[int] | None = None  # (h, w) of the training latents, recorded for generation
+        self.frame_size: list[int] | None = None   # (H, W) of the training frames, recorded for generation
         self._motion_model: list = []  # a list keeps stage one out of this module's parameters and state dict
 
     # ----- conditions and scale -------------------------------------------------------------------------
@@ -139,9 +141,13 @@ class StageTwo(pl.LightningModule):
 
     def inputs(self, batch: dict, drop: bool) -> tuple[torch.Tensor, dict]:
         """Scaled clean sample x0 (B, C, K, h, w) and the U-Net's conditions, tokens dropped when ``drop``."""
+        # unit-length embeddings, as sampling gives them (every modality at one scale)
+        batch = dict(batch, img_emb=condition_embedding(batch["img_emb"]), txt_emb=condition_embedding(batch["txt_emb"]))
         self._ensure_latent_scale(batch["z"])
         self._ensure_token_statistics(batch)
         self.latent_size = list(batch["z"].shape[-2:])
+        if "first" in batch:  # the training frame size: generation works at this size by default
+            self.frame_size = list(batch["first"].shape[-2:])
         x0 = rearrange(batch["z"], "b k c h w -> b c k h w") * self.latent_scale
         b = x0.shape[0]
         keep_img = torch.ones(b, dtype=torch.bool, device=x0.device)
@@ -233,7 +239,7 @@ class StageTwo(pl.LightningModule):
         u = self.unet
         return {"diffusion": self.diffusion.config.to_dict(), "prediction_type": self.diffusion.config.prediction_type,
                 "latent_scale": self.latent_scale, "num_frames": self.hparams.num_frames, "max_frames": u.max_frames,
-                "latent_channels": u.in_channels, "latent_size": self.latent_size,
+                "latent_channels": u.in_channels, "latent_size": self.latent_size, "frame_size": self.frame_size,
                 "latent_multiple": u.downsample_factor, "cond_dim": u.cond_dim, "token_names": list(TOKEN_NAMES),
                 "appearance_channels": u.appearance_channels, "motion_checkpoint": self.hparams.motion_checkpoint,
                 "token_statistics_set": self.token_statistics_set}
@@ -247,6 +253,7 @@ class StageTwo(pl.LightningModule):
         if extra.get("latent_scale") is not None:
             self.latent_scale = float(extra["latent_scale"])
         self.latent_size = extra.get("latent_size", self.latent_size)
+        self.frame_size = extra.get("frame_size", self.frame_size)
         self.token_statistics_set = bool(extra.get("token_statistics_set", self.token_statistics_set))
 
 

@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from lvmm.diffusion.guidance import ClassifierFreeGuidance, EnergyGuidance, GuidanceTerm
 from lvmm.diffusion.schedules import Diffusion, DiffusionConfig, make_scheduler
+from lvmm.imagebind.encoder import condition_embedding
 
 Conditions = Mapping[str, "torch.Tensor | None"]
 """Keyword arguments of the network besides (x_t, t), each batched along dim 0 (or None)."""
@@ -163,9 +164,11 @@ def motion_conditions(z0: torch.Tensor, img_emb: torch.Tensor | None, txt_emb: t
 
     ``z0`` (B, C, h, w) is in data units (scaled here); the tokens are (image, text), a missing one
     (None, or ``has_txt`` False) is masked so the network uses its null token; the unconditional pass
-    masks both. ``cond_dim`` is needed only when both embeddings are None.
+    masks both. ``cond_dim`` is needed only when both embeddings are None. Embeddings are unit-normalised
+    (:func:`lvmm.imagebind.condition_embedding`), so text, audio and image prompts arrive at one scale.
     """
     b = z0.shape[0]
+    img_emb, txt_emb = (None if e is None else condition_embedding(e) for e in (img_emb, txt_emb))  # every modality at unit length
     ref = img_emb if img_emb is not None else txt_emb
     dim = ref.shape[-1] if ref is not None else cond_dim
     if dim is None:
