@@ -242,7 +242,9 @@ class Animator:
         z = sample_motion(self.denoiser, self.config, rep(z0), rep(img_emb), rep(prompt_emb), num_frames=k, seeds=seeds,
                           latent_scale=float(self.extra.get("latent_scale", 1.0)), appearance=rep(appearance),
                           sampler=options.sampler, steps=options.steps, eta=options.eta,
-                          guidance_scale=options.guidance_scale, guidance=guidance, progress=progress)  # (B, K, C, hz, wz)
+                          guidance_scale=options.guidance_scale, guidance=guidance, progress=progress,
+                          residual=bool(self.extra.get("residual_latents", False)),
+                          z0_scale=self.extra.get("z0_scale"))                                     # (B, K, C, hz, wz)
         results = []
         with torch.no_grad():
             fields = self.motion.decode(z)                                           # (B, K, 3, h, w)

@@ -91,13 +91,14 @@ def test_overfitting_a_fixed_batch_lowers_the_loss():
 
     before = probe()
     module.unet.train()
-    for _ in range(40):
+    for _ in range(60):   # residual latents (z_k - z_0 at unit std) take a little longer than plain z_k
         loss = module.training_step(batch, 0)
         opt.zero_grad()
         loss.backward()
         opt.step()
     module.unet.eval()
-    assert probe() < 0.6 * before
+    after = probe()
+    assert after < 0.6 * before, (after, before)
 
 
 def test_fit_through_cli_and_checkpoint_rebuilds_unet(tmp_path, monkeypatch):
