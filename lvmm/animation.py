@@ -247,7 +247,7 @@ class Animator:
                           z0_scale=self.extra.get("z0_scale"))                                     # (B, K, C, hz, wz)
         results = []
         with torch.no_grad():
-            fields = self.motion.decode(z)                                           # (B, K, 3, h, w)
+            fields = self.motion.decode_motion(z, rep(z0))                           # (B, K, 3, h, w), frame 0 = identity
             for i, seed in enumerate(seeds):
                 f = fields[i]
                 if loop:    # z_K was pulled to z_1: play 1..K-1 and let the wrap be the step K-1 -> 1

@@ -71,6 +71,21 @@ def test_a_known_shift_moves_the_photo_itself():
     assert sharpness(frame) >= 0.99 * sharpness(photo)
 
 
+def test_decoded_motion_is_relative_to_the_first_frame():
+    """No pop from the decoder's offset: a latent equal to z_0 decodes to the identity and renders the photo."""
+    motion = tiny_motion_model()
+    z0 = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        raw = motion.decode(z0)
+        fields = motion.decode_motion(z0[:, None].expand(-1, 3, -1, -1, -1).contiguous(), z0)
+    assert raw[:, :2].abs().max() > 1e-3 and raw[:, 2].min() < 0.999           # D(z_0) alone is not the identity
+    torch.testing.assert_close(fields[:, :, :2], torch.zeros_like(fields[:, :, :2]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(fields[:, :, 2], torch.ones_like(fields[:, :, 2]), atol=1e-6, rtol=0)
+    photo = _photo(128, 128)
+    frames = rendering.render_photo(motion.renderer, photo, _working(photo, (64, 64)), fields[0])
+    assert np.array_equal(frames, np.broadcast_to(photo, frames.shape))
+
+
 def test_animator_renders_a_2048_photo_at_its_own_size(checkpoints):
     animator = Animator.from_checkpoints(checkpoints["stage2"])
     photo = _photo(1152, 2048)

@@ -52,7 +52,7 @@ def read_latents(folder: Path) -> list[dict]:
 
 
 def decoded_fields(motion, latents, batch: int = 64):
-    """Decoded displacement fields in pixels (N, K, 2, h, w) of z_1..z_K."""
+    """Decoded displacement fields in pixels (N, K, 2, h, w) of z_1..z_K, relative to D(z_0) as the animations'."""
     import numpy as np
     import torch
 
@@ -61,8 +61,8 @@ def decoded_fields(motion, latents, batch: int = 64):
     out = []
     with torch.no_grad():
         for i in range(0, len(latents), batch):
-            z = torch.from_numpy(np.stack([r["motion"][1:] for r in latents[i:i + batch]]))
-            f = motion.decode(z)[:, :, :2]
+            z = torch.from_numpy(np.stack([r["motion"] for r in latents[i:i + batch]]))
+            f = motion.decode_motion(z[:, 1:], z[:, 0])[:, :, :2]
             out.append(normalised_to_pixels(f, *f.shape[-2:]))
     return torch.cat(out)
 
