@@ -43,6 +43,7 @@ class Preset:
     stage2_batch: int
     threshold: float = 50.0  # stage one's reconstruction threshold (MSE, 0-255 scale) for latent clips
     photo_side: int = 512    # short side of the photographs animated (motion runs at the training size, 64)
+    loop_seeds: int = 4      # seeds per photo for the report's loop, pop and sharpness measures
 
 
 PRESETS = {
@@ -51,7 +52,7 @@ PRESETS = {
                    loop_guidance=1e4, report_clips=8, stage2_batch=16),
     # the end-to-end test: every step runs, nothing is trained long enough to mean anything
     "test": Preset(train_clips=24, val_clips=8, stage1_steps=6, stage2_steps=6, sample_steps=4,
-                   loop_guidance=1e4, report_clips=1, stage2_batch=4, threshold=1e9, photo_side=96),
+                   loop_guidance=1e4, report_clips=1, stage2_batch=4, threshold=1e9, photo_side=96, loop_seeds=1),
 }
 HELD_OUT_PHOTOS = ("coffee", "rocket")
 TEXT_PROMPT = "the scene sways strongly to the left and right, slowly"
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = out / "report"
     run("report", [py, "tools/report.py", "--stage1", stage1, "--stage2", stage2, "--latents", latents / "train",
                    "--val-latents", latents / "val", "--photos", *photos, "--out", report, "--steps", p.sample_steps,
-                   "--loop-guidance", p.loop_guidance, "--guidance-scale", GUIDANCE_SCALE, "--clips-per-family", p.report_clips, *ib], log)
+                   "--loop-guidance", p.loop_guidance, "--guidance-scale", GUIDANCE_SCALE, "--clips-per-family", p.report_clips,
+                   "--loop-seeds", p.loop_seeds, *ib], log)
 
     (out / "demo_log.json").write_text(json.dumps(log, indent=2))
     minutes = (time.time() - t_start) / 60
