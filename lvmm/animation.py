@@ -75,8 +75,8 @@ class Animation:
 
     ``metrics``: ``wrap_field``/``wrap_frames`` (:func:`~lvmm.evaluation.motion_metrics.wrap_ratio` of
     the played sequence: 1 = a seamless cycle), ``pop_frames`` (step out of I_0 / median later step;
-    clips that start at I_0 only) and ``magnitude_px`` (mean displacement of the generated fields, in
-    pixels of the working frame).
+    clips that start at I_0 only) and ``magnitude_px`` (mean displacement of the generated fields
+    z_1..z_K relative to D(z_0), in pixels of the field grid).
     """
 
     seed: int
