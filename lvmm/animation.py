@@ -1,14 +1,19 @@
 """The animation pipeline: a still image (and an optional prompt) in, animated frames out.
 
-1. The image is brought to a working size that the networks accept (resized, or padded, to a
-   multiple of the model's size step) and restored to its own size at the end.
+1. The image is brought to the working size: by default the short side the stage-two model was
+   trained at (recorded in its checkpoint), aspect kept, both sides multiples of 32 (``--size`` sets
+   the short side; ``fit="pad"`` pads instead of stretching to the multiple).
 2. Conditions: ImageBind embeddings of the image and of the prompt (a text, an audio file, or another
    image: any ImageBind modality fills the second token), and z_0 = E(P(I_0, I_0)).
 3. Latent motion z_1..z_K is sampled by :func:`lvmm.diffusion.sampling.sample_motion` with
-   classifier-free guidance and, for loops, loop self-guidance through the motion decoder.
-4. Fields D(z_k) are optionally interpolated in time (slow motion) and rendered from I_0 by R.
+   classifier-free guidance and, for loops, loop self-guidance through the motion decoder. When the
+   U-Net needs a larger latent multiple than the frame gives, the latents are padded inside
+   (:class:`PaddedDenoiser`), never the photo.
+4. Fields D(z_k) are optionally interpolated in time (slow motion) and applied to the photo at its
+   own resolution (:func:`lvmm.rendering.render_photo`), R filling only where w says warping cannot.
 
-Each seed has its own random generator, so a seed's animation does not depend on the batch.
+A loop plays frames 1..K-1: loop guidance pulls z_K to z_1, so frame K would repeat frame 1 at the
+wrap. Each seed has its own random generator, so a seed's animation does not depend on the batch.
 """
 from __future__ import annotations
 
@@ -22,19 +27,24 @@ import torch.nn.functional as F
 
 from lvmm.diffusion import LoopGuidance, StepSchedule, load_motion_diffusion
 from lvmm.diffusion.sampling import sample_motion
-from lvmm.evaluation.motion_metrics import seam_metric
+from lvmm.evaluation.motion_metrics import mean_magnitude, pop_ratio, wrap_ratio
 from lvmm.media import to_float, to_uint8
 from lvmm.motion import MotionModel
+from lvmm.rendering import render_photo
+from lvmm.warp import normalised_to_pixels
 
 SIZE_STEP = 32
 """Frames must be multiples of this (DESIGN.md: any size divisible by 32)."""
+
+DEFAULT_MAX_WORKING_SIDE = 512
+"""Working short side for a checkpoint that records no training size (the photo's own, at most this)."""
 
 LOOP_GUIDANCE_START = 0.3
 """Loop guidance acts from this fraction of the steps on. At the first steps of the cosine schedule
 alpha_t is near 0, so ``mu * sigma_t * grad`` moves the clean-sample estimate by about
 ``mu * sigma_t**2 / alpha_t``: with the L1 loss, whose gradient does not shrink near the optimum, that
-overshoots and the seam grows (measured on the demo model: mu = 300 from step 0 raised the seam from
-2.4 to 3.2; from 30 % of the steps on, mu = 1e4 lowered it to 0.6 and kept ~70 % of the motion)."""
+overshoots (measured on the demo model: mu = 300 from step 0 made the loop worse; from 30 % of the
+steps on, mu = 1e4 pulled z_K to z_1)."""
 
 
 class AnimationError(ValueError):
@@ -54,20 +64,27 @@ class AnimationOptions:
     loop_velocity: float = 0.0         # weight of the optional velocity term
     loop_schedule: tuple[float, float] = (LOOP_GUIDANCE_START, 1.0)  # fraction of the steps where it acts
     slow_motion: int = 1               # N: insert N - 1 interpolated fields between neighbours
-    chunk_size: int = 8                # frames rendered at once
+    chunk_size: int = 8                # frames rendered at once (memory; the result does not depend on it)
     fit: str = "resize"                # "resize" or "pad" to the working size
     size: int | None = None            # working short side; default: the training size
 
 
 @dataclass
 class Animation:
-    """One result: frames at the input's size, decoded fields, and its loop seam."""
+    """One result: frames at the input's size, as they play, the fields that made them, and measures.
+
+    ``metrics``: ``wrap_field``/``wrap_frames`` (:func:`~lvmm.evaluation.motion_metrics.wrap_ratio` of
+    the played sequence: 1 = a seamless cycle), ``pop_frames`` (step out of I_0 / median later step;
+    clips that start at I_0 only) and ``magnitude_px`` (mean displacement of the generated fields
+    z_1..z_K relative to D(z_0), in pixels of the field grid).
+    """
 
     seed: int
-    frames: np.ndarray                 # (T, H, W, 3) uint8
-    fields: torch.Tensor               # (T, 3, h, w) float, (dx, dy, w) in normalised units
+    frames: np.ndarray                 # (T, H, W, 3) uint8, as played
+    fields: torch.Tensor               # (T, 3, h, w) float, (dx, dy, w) in normalised units, as played
     loop: bool
-    seam: dict = field(default_factory=dict)
+    working_size: tuple[int, int] = (0, 0)
+    metrics: dict = field(default_factory=dict)
 
 
 def interpolate_fields(fields: torch.Tensor, factor: int, wrap: bool = False) -> torch.Tensor:
@@ -97,6 +114,25 @@ def working_size(height: int, width: int, short_side: int, step: int) -> tuple[i
     return h, w
 
 
+class PaddedDenoiser:
+    """The U-Net behind a latent pad: latents whose size is not a multiple of ``multiple`` are padded
+    (replicated borders) before the network and cropped after it, so a frame only needs to be a
+    multiple of 32 whatever the U-Net's depth (the 512 configs halve the latent four times)."""
+
+    def __init__(self, unet, multiple: int):
+        self.unet, self.multiple = unet, int(multiple)
+        self.cond_dim = getattr(unet, "cond_dim", None)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, appearance: torch.Tensor | None = None, **kw) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        if not (ph or pw):
+            return self.unet(x, t, z0=z0, appearance=appearance, **kw)
+        pad = lambda a: None if a is None else F.pad(a, (0, pw, 0, ph), mode="replicate")  # noqa: E731
+        x = F.pad(x, (0, pw, 0, ph, 0, 0), mode="replicate")                          # (B, C, T, h + ph, w + pw)
+        return self.unet(x, t, z0=pad(z0), appearance=pad(appearance), **kw)[..., :h, :w]
+
+
 class Animator:
     """Stage one + stage two + ImageBind behind one call: :meth:`animate`.
 
@@ -111,7 +147,8 @@ class Animator:
         if encoder is not None and encoder.dim != extra["cond_dim"]:
             raise AnimationError(f"ImageBind embeddings have {encoder.dim} dimensions but the stage-two model expects "
                                  f"{extra['cond_dim']}: use the ImageBind weights the latents were made with")
-        self.step = max(SIZE_STEP, motion.latent_downsample * int(extra.get("latent_multiple", 1)))
+        self.step = max(SIZE_STEP, motion.latent_downsample)
+        self.denoiser = PaddedDenoiser(self.unet, int(extra.get("latent_multiple", 1)))
 
     @classmethod
     def from_checkpoints(cls, stage_two: str | Path, stage_one: str | Path | None = None, imagebind: str | None = None,
@@ -124,7 +161,10 @@ class Animator:
         if not stage_one:
             raise AnimationError(f"{stage_two}: records no stage-one checkpoint; pass one explicitly")
         motion = MotionModel.from_checkpoint(stage_one)
-        encoder = ImageBindEncoder(weights=imagebind, config=imagebind_config or ("huge" if imagebind else "tiny"), device=device)
+        try:
+            encoder = ImageBindEncoder(weights=imagebind, config=imagebind_config or ("huge" if imagebind else "tiny"), device=device)
+        except ValueError as e:
+            raise AnimationError(str(e)) from e
         return cls(motion, unet, config, extra, encoder, device)
 
     # ------------------------------------------------------------------ conditions
@@ -140,28 +180,41 @@ class Animator:
             return self.encoder.embed_images([image])
         return None
 
-    def _prepare(self, image: np.ndarray, options: AnimationOptions) -> torch.Tensor:
+    def working_short_side(self, height: int, width: int, options: AnimationOptions) -> int:
+        """The short side the networks run at: ``options.size``, else the training frames' (recorded in the
+        checkpoint), else the latents' times the latent reduction, else the photo's (at most 512)."""
+        if options.size:
+            return int(options.size)
+        if self.extra.get("frame_size"):
+            return int(min(self.extra["frame_size"]))
+        if self.extra.get("latent_size"):
+            return int(min(self.extra["latent_size"])) * self.motion.latent_downsample
+        return min(height, width, DEFAULT_MAX_WORKING_SIDE)
+
+    def _prepare(self, image: np.ndarray, options: AnimationOptions) -> tuple[torch.Tensor, tuple[float, float]]:
+        """The working image (1, 3, h', w') and the fraction of it the photo covers (1, 1 unless padded)."""
         h, w = image.shape[:2]
         x = to_float(image)[None].to(self.device)                                   # (1, 3, H, W)
+        short = self.working_short_side(h, w, options)
         if options.fit == "pad":
-            ph, pw = -h % self.step, -w % self.step
-            return F.pad(x, (0, pw, 0, ph), mode="replicate")
+            scale = short / min(h, w)
+            th, tw = max(1, round(h * scale)), max(1, round(w * scale))
+            x = F.interpolate(x, size=(th, tw), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+            ph, pw = -th % self.step, -tw % self.step
+            return F.pad(x, (0, pw, 0, ph), mode="replicate"), (th / (th + ph), tw / (tw + pw))
         if options.fit != "resize":
             raise AnimationError(f"fit must be 'resize' or 'pad', not {options.fit!r}")
-        short = options.size or self.extra.get("frame_size") or min(h, w)
-        target = working_size(h, w, int(short), self.step)
-        return F.interpolate(x, size=target, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-    def _restore(self, frames: torch.Tensor, height: int, width: int, options: AnimationOptions) -> torch.Tensor:
-        if options.fit == "pad":
-            return frames[..., :height, :width]
-        t = frames.shape[0]
-        return F.interpolate(frames.reshape(t, *frames.shape[-3:]), size=(height, width), mode="bilinear", align_corners=False)
+        target = working_size(h, w, short, self.step)
+        return F.interpolate(x, size=target, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1), (1.0, 1.0)
 
     # ------------------------------------------------------------------ generation
     def animate(self, image: np.ndarray, seeds: Sequence[int], options: AnimationOptions | None = None,
                 prompt: str | None = None, audio: str | None = None, cond_image=None, progress: bool = False) -> list[Animation]:
-        """Animate one ``(H, W, 3)`` uint8 image once per seed (one batch, one generator per seed)."""
+        """Animate one ``(H, W, 3)`` uint8 image once per seed (one batch, one generator per seed).
+
+        Frames come back at the image's own resolution, as they play: ``[I_0, frame 1..K]`` for a clip,
+        ``frame 1..K-1`` for a loop (frame K would repeat frame 1), interpolated with ``slow_motion``.
+        """
         options = options or AnimationOptions()
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
@@ -170,43 +223,46 @@ class Animator:
         if min(height, width) < SIZE_STEP:
             raise AnimationError(f"image of {width}x{height} is too small: both sides must be at least {SIZE_STEP}")
         k = options.num_frames or int(self.extra["num_frames"])
-        if k < 2 or k > int(self.extra.get("max_frames", k)):
-            raise AnimationError(f"num_frames must be between 2 and {self.extra.get('max_frames')}, got {k}")
+        loop = options.loop_guidance > 0
+        if k < 2 or k > int(self.extra.get("max_frames", k)) or (loop and k < 3):
+            raise AnimationError(f"num_frames must be between {3 if loop else 2} and {self.extra.get('max_frames')}, got {k}")
         seeds = [int(s) for s in seeds]
         b = len(seeds)
-        img0 = self._prepare(image, options)                                        # (1, 3, H', W')
+        img0, valid = self._prepare(image, options)                                 # (1, 3, H', W')
         with torch.no_grad():
             z0 = self.motion.encode_field(self.motion.predict_field(img0, img0))    # (1, C, hz, wz)
             img_emb = self.encoder.embed_images([to_uint8(img0[0])]).to(self.device)
             prompt_emb = self._prompt_embedding(prompt, audio, cond_image)
             appearance = self.motion.appearance(img0) if self.extra.get("appearance_channels") else None
-        rep = lambda x: None if x is None else x.expand(b, *x.shape[1:]).to(self.device)
+        rep = lambda x: None if x is None else x.expand(b, *x.shape[1:]).to(self.device)  # noqa: E731
         guidance = []
-        loop = options.loop_guidance > 0
         if loop:
             guidance.append(LoopGuidance(options.loop_guidance, decode=self.motion.decode, velocity_weight=options.loop_velocity,
                                          schedule=StepSchedule(*options.loop_schedule)))
-        z = sample_motion(self.unet, self.config, rep(z0), rep(img_emb), rep(prompt_emb), num_frames=k, seeds=seeds,
+        z = sample_motion(self.denoiser, self.config, rep(z0), rep(img_emb), rep(prompt_emb), num_frames=k, seeds=seeds,
                           latent_scale=float(self.extra.get("latent_scale", 1.0)), appearance=rep(appearance),
                           sampler=options.sampler, steps=options.steps, eta=options.eta,
-                          guidance_scale=options.guidance_scale, guidance=guidance, progress=progress)  # (B, K, C, hz, wz)
+                          guidance_scale=options.guidance_scale, guidance=guidance, progress=progress,
+                          residual=bool(self.extra.get("residual_latents", False)),
+                          z0_scale=self.extra.get("z0_scale"))                                     # (B, K, C, hz, wz)
         results = []
         with torch.no_grad():
-            fields = self.motion.decode(z)                                           # (B, K, 3, h, w)
-            base = self.motion.render(img0.expand(b, -1, -1, -1), fields, options.chunk_size)  # (B, K, 3, H', W')
+            fields = self.motion.decode_motion(z, rep(z0))                           # (B, K, 3, h, w), frame 0 = identity
             for i, seed in enumerate(seeds):
-                seam = {"field": seam_metric(fields[i][:, :2]), "frames": seam_metric(base[i])}
                 f = fields[i]
-                if not loop:  # a clip starts at I_0 itself: the identity field with full intention weight
+                if loop:    # z_K was pulled to z_1: play 1..K-1 and let the wrap be the step K-1 -> 1
+                    f = f[:-1]
+                else:       # a clip starts at I_0 itself: the identity field with full intention weight
                     identity = torch.zeros_like(f[:1])
                     identity[:, 2] = 1.0
                     f = torch.cat([identity, f])
-                if options.slow_motion == 1:
-                    frames = base[i] if loop else torch.cat([img0, base[i]])
-                    dense = f
-                else:
-                    dense = interpolate_fields(f, options.slow_motion, wrap=loop)
-                    frames = self.motion.render(img0, dense[None], options.chunk_size)[0]  # (T, 3, H', W')
-                out = self._restore(frames.clamp(0, 1), height, width, options)
-                results.append(Animation(seed=seed, frames=to_uint8(out), fields=dense.cpu(), loop=loop, seam=seam))
+                played = interpolate_fields(f, options.slow_motion, wrap=loop)
+                frames = render_photo(self.motion.renderer, image, img0, played, options.chunk_size, valid)
+                px = normalised_to_pixels(fields[i][:, :2], *fields.shape[-2:])     # generated fields only
+                metrics = {"wrap_field": wrap_ratio(normalised_to_pixels(played[:, :2], *played.shape[-2:])),
+                           "wrap_frames": wrap_ratio(frames), "magnitude_px": mean_magnitude(px)}
+                if not loop and len(frames) >= 3:
+                    metrics["pop_frames"] = pop_ratio(frames)
+                results.append(Animation(seed=seed, frames=frames, fields=played.cpu(), loop=loop,
+                                         working_size=tuple(img0.shape[-2:]), metrics=metrics))
         return results

@@ -70,6 +70,18 @@ class MotionModel(nn.Module):
         field = self.vae.decode(z.reshape(-1, *z.shape[-3:]))
         return field.reshape(*lead, *field.shape[-3:])
 
+    def decode_motion(self, z: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+        """D(z_k) relative to the first frame's D(z_0): z (B, K, C, hz, wz), z0 (B, C, hz, wz) -> (B, K, 3, h, w).
+
+        The VAE does not decode z_0 = E(P(I_0, I_0)) to exactly the identity field; its small offset
+        (displacement, and w below 1) is in every decoded frame but not in I_0 itself, and showed as a
+        jump out of the photo. Subtracting it makes frame 0's field the identity (0, 0, 1) by definition.
+        """
+        fields, ref = self.decode(z), self.decode(z0[:, None])                     # (B, K, 3, h, w), (B, 1, 3, h, w)
+        d = fields[:, :, :2] - ref[:, :, :2]
+        w = (fields[:, :, 2:3] + (1 - ref[:, :, 2:3])).clamp(0, 1)
+        return torch.cat([d, w], dim=2)
+
     def encode_clip(self, frames: torch.Tensor) -> torch.Tensor:
         """z_k = E(P(I_0, I_k)) for every frame, z_0 included: frames (B, T, 3, H, W) -> z (B, T, C, hz, wz)."""
         b, t = frames.shape[:2]

@@ -32,12 +32,14 @@ def resize_field(field: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(field, size=size, mode="bilinear", align_corners=False)
 
 
-def warp(image: torch.Tensor, displacement: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
-    """Backward-warp ``image`` (B, C, H, W) by ``displacement`` (B, 2, h, w), resized to (H, W)."""
+def warp(image: torch.Tensor, displacement: torch.Tensor, padding_mode: str = "border", mode: str = "bilinear") -> torch.Tensor:
+    """Backward-warp ``image`` (B, C, H, W) by ``displacement`` (B, 2, h, w), resized to (H, W).
+
+    ``mode="bicubic"`` keeps more detail at sub-pixel shifts (and may overshoot [0, 1] slightly)."""
     b, _, h, w = image.shape
     d = resize_field(displacement[:, :2].to(image.dtype), (h, w))  # (B, 2, H, W)
     grid = (base_grid(h, w, image.device, image.dtype) + d).permute(0, 2, 3, 1)  # (B, H, W, 2)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
 
 def pixels_to_normalised(displacement_px: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -36,6 +36,7 @@ from einops import rearrange
 from lvmm.diffusion.guidance import LoopGuidance
 from lvmm.diffusion.sampling import sample_motion
 from lvmm.diffusion.schedules import SAMPLERS, Diffusion, DiffusionConfig
+from lvmm.imagebind.encoder import condition_embedding
 from lvmm.nets.unet3d import UNet3D
 
 TOKEN_NAMES = ("image", "text")  # the order of the condition tokens (UNet3D's token slots)
@@ -59,6 +60,10 @@ class StageTwo(pl.LightningModule):
         latent_scale: multiply latents by this; None: estimate it from the first batch (module docs).
         standardize_tokens: centre and scale the condition tokens with statistics of the first batch
             (module docs); False leaves them as the encoder gives them.
+        residual_latents: diffuse z_k - z_0 (the motion) instead of z_k, at the scale of the motion:
+            z_k is mostly the first frame's latent (std 0.29 against 0.09 for z_k - z_0 on the demo's
+            latents), so scaled by 1 / std(z) the motion was a third of the unit variance the noise
+            schedule assumes and sampled motion fell short of the data's.
         lr, betas, weight_decay: AdamW.
         warmup_steps: linear learning-rate warm-up (0: none).
         motion_checkpoint: a stage-one checkpoint; when set, media are rendered through it, and it
@@ -70,7 +75,8 @@ class StageTwo(pl.LightningModule):
     def __init__(self, unet: UNet3D, num_frames: int = 8, prediction_type: str = "v_prediction",
                  beta_schedule: str = "squaredcos_cap_v2", num_train_timesteps: int = 1000,
                  min_snr_gamma: float | None = 5.0, image_dropout: float = 0.1, text_dropout: float = 0.1,
-                 uncond_dropout: float = 0.1, latent_scale: float | None = None, standardize_tokens: bool = True, lr: float = 1e-4,
+                 uncond_dropout: float = 0.1, latent_scale: float | None = None, standardize_tokens: bool = True,
+                 residual_latents: bool = True, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, warmup_steps: int = 0, motion_checkpoint: str | None = None,
                  media_sampler: str = "ddim", media_steps: int = 50, media_guidance_scale: float = 1.0,
                  media_samples: int = 4, media_upscale: int = 8):
@@ -84,19 +90,29 @@ class StageTwo(pl.LightningModule):
         self.diffusion = Diffusion(DiffusionConfig(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                                                    prediction_type=prediction_type), min_snr_gamma=min_snr_gamma)
         self.latent_scale = latent_scale
+        self.z0_scale: float | None = latent_scale  # of the z_0 condition: 1 / std(z_0..z_K)
         self.token_statistics_set = False
         self.latent_size: list[int] | None = None  # (h, w) of the training latents, recorded for generation
+        self.frame_size: list[int] | None = None   # (H, W) of the training frames, recorded for generation
         self._motion_model: list = []  # a list keeps stage one out of this module's parameters and state dict
 
     # ----- conditions and scale -------------------------------------------------------------------------
 
-    def _ensure_latent_scale(self, z: torch.Tensor) -> None:
+    def _ensure_latent_scale(self, z: torch.Tensor, z0: torch.Tensor | None = None) -> None:
         if self.latent_scale is not None:
+            if self.z0_scale is None:
+                self.z0_scale = self.latent_scale
             return
-        std = z.detach().float().std()
-        if self._trainer is not None and self.trainer.world_size > 1:
-            std = self.all_gather(std).float().mean()
-        self.latent_scale = float(1.0 / std.clamp_min(1e-8))
+
+        def inverse_std(x: torch.Tensor) -> float:
+            std = x.detach().float().std()
+            if self._trainer is not None and self.trainer.world_size > 1:
+                std = self.all_gather(std).float().mean()
+            return float(1.0 / std.clamp_min(1e-8))
+
+        self.z0_scale = inverse_std(z)
+        residual = self.hparams.residual_latents and z0 is not None
+        self.latent_scale = inverse_std(z - z0[:, None]) if residual else self.z0_scale
 
     def _ensure_token_statistics(self, batch: dict) -> None:
         if not self.hparams.standardize_tokens or self.token_statistics_set:
@@ -150,10 +166,15 @@ class StageTwo(pl.LightningModule):
 
     def inputs(self, batch: dict, drop: bool) -> tuple[torch.Tensor, dict]:
         """Scaled clean sample x0 (B, C, K, h, w) and the U-Net's conditions, tokens dropped when ``drop``."""
-        self._ensure_latent_scale(batch["z"])
+        # unit-length embeddings, as sampling gives them (every modality at one scale)
+        batch = dict(batch, img_emb=condition_embedding(batch["img_emb"]), txt_emb=condition_embedding(batch["txt_emb"]))
+        self._ensure_latent_scale(batch["z"], batch["z0"])
         self._ensure_token_statistics(batch)
         self.latent_size = list(batch["z"].shape[-2:])
-        x0 = rearrange(batch["z"], "b k c h w -> b c k h w") * self.latent_scale
+        if "first" in batch:  # the training frame size: generation works at this size by default
+            self.frame_size = list(batch["first"].shape[-2:])
+        z = batch["z"] - batch["z0"][:, None] if self.hparams.residual_latents else batch["z"]
+        x0 = rearrange(z, "b k c h w -> b c k h w") * self.latent_scale
         b = x0.shape[0]
         keep_img = torch.ones(b, dtype=torch.bool, device=x0.device)
         keep_txt = batch["has_txt"].to(x0.device).bool()
@@ -162,7 +183,7 @@ class StageTwo(pl.LightningModule):
             keep_txt = keep_txt & (torch.rand(b, device=x0.device) >= self.hparams.text_dropout)
             keep_any = torch.rand(b, device=x0.device) >= self.hparams.get("uncond_dropout", 0.0)
             keep_img, keep_txt = keep_img & keep_any, keep_txt & keep_any
-        cond = {"z0": batch["z0"] * self.latent_scale,
+        cond = {"z0": batch["z0"] * self.z0_scale,
                 "tokens": torch.stack([batch["img_emb"], batch["txt_emb"]], 1).to(x0.dtype),
                 "token_mask": torch.stack([keep_img, keep_txt], 1),
                 "appearance": self.appearance(batch)}
@@ -201,12 +222,13 @@ class StageTwo(pl.LightningModule):
                  eta: float = 0.0, guidance_scale: float = 0.0, loop_guidance: LoopGuidance | None = None) -> torch.Tensor:
         """Sample latent motion (B, T, C, h, w) in data units for the first frames of ``batch``."""
         if self.latent_scale is None:
-            self._ensure_latent_scale(batch["z"])
+            self._ensure_latent_scale(batch["z"], batch["z0"])
         return sample_motion(self.unet, self.diffusion.config, batch["z0"], batch["img_emb"], batch["txt_emb"],
                              num_frames=num_frames or self.hparams.num_frames, seeds=list(seeds),
                              latent_scale=self.latent_scale, appearance=self.appearance(batch),
                              has_txt=batch["has_txt"], sampler=sampler, steps=steps, eta=eta,
-                             guidance_scale=guidance_scale, guidance=[loop_guidance] if loop_guidance else [])
+                             guidance_scale=guidance_scale, guidance=[loop_guidance] if loop_guidance else [],
+                             residual=self.hparams.residual_latents, z0_scale=self.z0_scale)
 
     def log_media(self, batch: dict) -> dict[str, np.ndarray]:
         """Videos of sampled motion for the first ``media_samples`` items, beside the true motion.
@@ -245,8 +267,9 @@ class StageTwo(pl.LightningModule):
         """What generation needs besides the U-Net's weights (the checkpoint's ``lvmm_extra``)."""
         u = self.unet
         return {"diffusion": self.diffusion.config.to_dict(), "prediction_type": self.diffusion.config.prediction_type,
-                "latent_scale": self.latent_scale, "num_frames": self.hparams.num_frames, "max_frames": u.max_frames,
-                "latent_channels": u.in_channels, "latent_size": self.latent_size,
+                "latent_scale": self.latent_scale, "z0_scale": self.z0_scale,
+                "residual_latents": bool(self.hparams.residual_latents), "num_frames": self.hparams.num_frames, "max_frames": u.max_frames,
+                "latent_channels": u.in_channels, "latent_size": self.latent_size, "frame_size": self.frame_size,
                 "latent_multiple": u.downsample_factor, "cond_dim": u.cond_dim, "token_names": list(TOKEN_NAMES),
                 "appearance_channels": u.appearance_channels, "motion_checkpoint": self.hparams.motion_checkpoint,
                 "token_statistics_set": self.token_statistics_set}
@@ -259,7 +282,9 @@ class StageTwo(pl.LightningModule):
         extra = checkpoint.get("lvmm_extra", {})
         if extra.get("latent_scale") is not None:
             self.latent_scale = float(extra["latent_scale"])
+            self.z0_scale = float(extra.get("z0_scale") or extra["latent_scale"])
         self.latent_size = extra.get("latent_size", self.latent_size)
+        self.frame_size = extra.get("frame_size", self.frame_size)
         self.token_statistics_set = bool(extra.get("token_statistics_set", self.token_statistics_set))
 
 

@@ -23,12 +23,14 @@ def test_demo_pipeline_end_to_end(tmp_path):
     loop, _ = read_video(out / "animations" / "loop" / "rocket_seed0.mp4")
     slow, _ = read_video(out / "animations" / "loop_slow" / "rocket_seed0.gif")
     k = 8
-    assert stochastic.shape[0] == k + 1 and loop.shape[0] == k and slow.shape[0] == 4 * k
-    assert stochastic.shape[1:] == (64, 84, 3)              # the photograph's own size is restored
+    # a clip plays I_0, 1..K; a loop 1..K-1 (frame K would repeat frame 1), slow motion across the wrap too
+    assert stochastic.shape[0] == k + 1 and loop.shape[0] == k - 1 and slow.shape[0] == 4 * (k - 1)
+    assert stochastic.shape[1:] == (96, 128, 3)             # the photograph's own resolution (motion ran at 64 px)
     report = json.loads((out / "report" / "report.json").read_text())
-    assert set(report) >= {"stage1", "conditioning", "seam", "seconds_per_clip", "targets"}
+    assert set(report) >= {"stage1", "conditioning", "magnitude", "loops", "pop", "sharpness", "seconds_per_clip", "targets"}
+    assert set(report["magnitude"]["per_family"]) and report["forty_frames_1024x768"]["size"] == [768, 1024]
     assert np.isfinite(report["stage1"]["psnr"]["copy"]) and report["conditioning"]["clips"] >= 4  # one per family present in the small corpus
     text = (out / "report" / "report.md").read_text()
-    assert "random ImageBind" in text and "## Loop seam" in text
+    assert "random ImageBind" in text and "## Loops as they play" in text and "wrap ratio" in text
     assert (out / "report" / "contact_sheet.png").exists() and (out / "report" / "metrics.png").exists()
     assert [row["step"] for row in json.loads((out / "demo_log.json").read_text())][-1] == "report"

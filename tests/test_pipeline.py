@@ -144,7 +144,8 @@ def test_animate_tool_end_to_end(corpus, tmp_path):
     assert (out / "photo_seed1.gif").exists() and np.load(out / "photo_seed0_flow.npy").shape[1] == 3
     loop = main(["--ckpt", str(corpus["stage2"]), "--image", str(photo), "--seeds", "0", "--steps", "3", "--out", str(out / "loop"),
                  "--loop-guidance", "100", "--slow-motion", "2", "--fit", "pad"])
-    assert loop[0]["loop"] and loop[0]["frames"] == 4 * 2 and "seam_field" in loop[0]
+    # a loop plays frames 1..K-1 (frame K would repeat frame 1), slow motion interpolating across the wrap too
+    assert loop[0]["loop"] and loop[0]["frames"] == (4 - 1) * 2 and 0 < loop[0]["wrap_field"] and loop[0]["size"] == [70, 90]
 
 
 def test_animate_errors_are_clear(corpus, tmp_path):

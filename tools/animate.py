@@ -6,9 +6,12 @@
     python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --loop-guidance 1e4 --slow-motion 4 --save-flow
 
 Stochastic (image only), conditional (``--prompt`` text, ``--audio`` file, or ``--cond-image``), and
-seamless loops (``--loop-guidance MU``, acting after ``--loop-start`` of the steps). Prints each clip's loop seam metric: the difference between
-the last and the first frame relative to the mean difference between neighbouring frames, for the
-decoded fields and for the rendered frames.
+seamless loops (``--loop-guidance MU``, acting after ``--loop-start`` of the steps). Motion is sampled at
+the working size (``--size``, default: the training size recorded in the checkpoint) and applied to the
+photo at its own resolution; outputs have the photo's size. A loop plays frames 1..K-1 (frame K would
+repeat frame 1). Prints each clip's wrap ratio (|last - first| / median step of the sequence as it
+plays: 1 = seamless, well below 1 = a held frame, above 1 = a jump) for the fields and the frames, and
+for clips that start at the photo the pop ratio (step out of the photo / median later step).
 """
 from __future__ import annotations
 
@@ -106,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-3 or 1,5,7; one generator per seed")
     p.add_argument("--slow-motion", type=int, default=1, help="N: N - 1 interpolated fields between neighbours")
     p.add_argument("--size", type=int, default=None, help="working short side (default: the training size)")
-    p.add_argument("--fit", default="resize", choices=["resize", "pad"], help="how the image reaches a multiple of 32")
+    p.add_argument("--fit", default="resize", choices=["resize", "pad"], help="how the working image reaches a multiple of 32")
+    p.add_argument("--chunk-size", type=int, default=None, help="frames rendered at once (memory only; default 8)")
     p.add_argument("--out", type=Path, default=Path("outputs/animate"), help="output folder")
     p.add_argument("--format", nargs="+", default=["mp4"], choices=["mp4", "gif", "frames"])
     p.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better)")
@@ -148,7 +152,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                guidance_scale=args.guidance_scale, loop_guidance=args.loop_guidance,
                                loop_velocity=args.loop_velocity,
                                loop_schedule=(LOOP_GUIDANCE_START if args.loop_start is None else args.loop_start, 1.0),
-                               slow_motion=args.slow_motion, size=args.size, fit=args.fit)
+                               slow_motion=args.slow_motion, size=args.size, fit=args.fit,
+                               **({"chunk_size": args.chunk_size} if args.chunk_size else {}))
     rows = []
     for path in images:
         try:
@@ -167,11 +172,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 flow_path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(flow_path, r.fields.numpy().astype(np.float32), allow_pickle=False)
                 outputs += [str(flow_path), str(write_video(stem.parent / f"{stem.name}_flow.mp4", flow_video(r.fields), args.fps))]
-            row = {"image": str(path), "seed": r.seed, "frames": int(r.frames.shape[0]), "loop": r.loop,
-                   "seam_field": round(r.seam["field"], 4), "seam_frames": round(r.seam["frames"], 4), "outputs": outputs}
+            m = {k: round(v, 4) for k, v in r.metrics.items()}
+            row = {"image": str(path), "seed": r.seed, "frames": int(r.frames.shape[0]), "size": list(r.frames.shape[1:3]),
+                   "working_size": list(r.working_size), "loop": r.loop, **m, "outputs": outputs}
             rows.append(row)
-            print(f"[animate] {path.name} seed {r.seed}: {row['frames']} frames, seam (field) {row['seam_field']:.3f}, "
-                  f"seam (frames) {row['seam_frames']:.3f} -> {', '.join(outputs)}")
+            pop = f", pop {m['pop_frames']:.2f}" if "pop_frames" in m else ""
+            print(f"[animate] {path.name} seed {r.seed}: {row['frames']} frames of {r.frames.shape[2]}x{r.frames.shape[1]} "
+                  f"(motion at {r.working_size[1]}x{r.working_size[0]}), wrap ratio fields {m['wrap_field']:.2f} "
+                  f"frames {m['wrap_frames']:.2f}{pop} -> {', '.join(outputs)}")
     (args.out / "animate.json").write_text(json.dumps(rows, indent=2))
     return rows
 

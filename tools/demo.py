@@ -42,6 +42,8 @@ class Preset:
     report_clips: int        # clips per family for the conditioning accuracy
     stage2_batch: int
     threshold: float = 50.0  # stage one's reconstruction threshold (MSE, 0-255 scale) for latent clips
+    photo_side: int = 512    # short side of the photographs animated (motion runs at the training size, 64)
+    loop_seeds: int = 4      # seeds per photo for the report's loop, pop and sharpness measures
 
 
 PRESETS = {
@@ -50,16 +52,22 @@ PRESETS = {
                    loop_guidance=1e4, report_clips=8, stage2_batch=16),
     # the end-to-end test: every step runs, nothing is trained long enough to mean anything
     "test": Preset(train_clips=24, val_clips=8, stage1_steps=6, stage2_steps=6, sample_steps=4,
-                   loop_guidance=1e4, report_clips=1, stage2_batch=4, threshold=1e9),
+                   loop_guidance=1e4, report_clips=1, stage2_batch=4, threshold=1e9, photo_side=96, loop_seeds=1),
 }
 HELD_OUT_PHOTOS = ("coffee", "rocket")
 TEXT_PROMPT = "the scene sways strongly to the left and right, slowly"
 GUIDANCE_SCALE = 4.0   # classifier-free weight of the text-conditioned clip and the report (w = 4 beat 0, 2 on the demo model)
 
 
-def run(step: str, cmd: list[str], log: list[dict]) -> None:
-    """Run one step as its own process, streaming its output; stop the demo if it fails."""
+def run(step: str, cmd: list[str], log: list[dict], reuse: bool = False) -> None:
+    """Run one step as its own process, streaming its output; stop the demo if it fails.
+
+    ``reuse``: the step's outputs are already there (``--reuse``); it is logged as reused, not run."""
     shown = " ".join(shlex.quote(str(c)) for c in cmd).replace(sys.executable, "python")
+    if reuse:
+        print(f"\n[demo] === {step}: reusing the outputs already in place of: {shown}", flush=True)
+        log.append({"step": step, "command": shown, "seconds": 0.0, "returncode": 0, "reused": True})
+        return
     print(f"\n[demo] === {step}: {shown}", flush=True)
     t0 = time.time()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -106,6 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
     parser.add_argument("--imagebind", default=None, help="official ImageBind weights (imagebind_huge.pth); "
                                                            "default: a small seeded random ImageBind")
+    parser.add_argument("--reuse", action="store_true", help="reuse the corpus, checkpoints and latents an earlier run of the "
+                                                             "same preset left in --out (they are the steps' outputs); "
+                                                             "animate and report run again")
     args = parser.parse_args(argv)
     from lvmm.datasets.latent_encoding import read_manifests
 
@@ -114,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     py = sys.executable
     log: list[dict] = []
     t_start = time.time()
-    size = 64
+    size = 64  # the training frames' size (stage two records it; animate works at it)
     ib = ["--imagebind", args.imagebind] if args.imagebind else []
 
     shards = out / "shards"
@@ -122,21 +133,24 @@ def main(argv: list[str] | None = None) -> dict:
         name = f"procedural-{'val' if split == 'test' else 'train'}"
         run(f"corpus ({name})", [py, "tools/make_shards.py", "--recipe", "procedural", "--split", split, "--seed", seed,
                                  "--num-clips", n, "--size", size, "--clip-len", 9, "--format", "npy", "--out", shards,
-                                 "--name", name, "--max-samples", 256], log)
+                                 "--name", name, "--max-samples", 256], log,
+            reuse=args.reuse and any(shards.glob(f"{name}-*.tar")))
     train_shards, val_shards = f"{shards}/procedural-train-*.tar", f"{shards}/procedural-val-*.tar"
 
     stage1_dir = out / "stage1"
     run("stage1", [py, "tools/train.py", "fit", "--config", "configs/stage1/tiny.yaml", "--config", "configs/stage1/tiny_shards.yaml",
                    "--data.init_args.train_shards", train_shards, "--trainer.max_steps", p.stage1_steps,
                    "--trainer.val_check_interval", max(1, p.stage1_steps // 3), "--trainer.limit_val_batches", 0,
-                   "--trainer.default_root_dir", stage1_dir, "--trainer.logger", csv_logger(stage1_dir)], log)
+                   "--trainer.default_root_dir", stage1_dir, "--trainer.logger", csv_logger(stage1_dir)], log,
+        reuse=args.reuse and any(stage1_dir.rglob("last.ckpt")))
     stage1 = newest_checkpoint(stage1_dir)
 
     latents = out / "latents"
     for split, pattern in (("train", train_shards), ("val", val_shards)):
         files = sorted(Path(shards).glob(Path(pattern).name))
         run(f"latents ({split})", [py, "tools/encode_motion.py", "--ckpt", stage1, "--shards", *files,
-                                   "--out", latents / split, "--threshold", p.threshold, "--overwrite", *ib], log)
+                                   "--out", latents / split, "--threshold", p.threshold, "--overwrite", *ib], log,
+            reuse=args.reuse and (latents / split).exists() and bool(read_manifests(latents / split)))
         if not any(r["kept"] for r in read_manifests(latents / split)):
             raise SystemExit(f"[demo] stage one kept no {split} clip under the threshold {p.threshold}: train it longer")
 
@@ -147,10 +161,11 @@ def main(argv: list[str] | None = None) -> dict:
                    "--model.init_args.unet.init_args.cond_dim", emb_dim, "--model.init_args.motion_checkpoint", stage1,
                    "--trainer.max_steps", p.stage2_steps, "--trainer.val_check_interval", max(1, p.stage2_steps // 3),
                    "--trainer.limit_val_batches", 0,
-                   "--trainer.default_root_dir", stage2_dir, "--trainer.logger", csv_logger(stage2_dir)], log)
+                   "--trainer.default_root_dir", stage2_dir, "--trainer.logger", csv_logger(stage2_dir)], log,
+        reuse=args.reuse and any(stage2_dir.rglob("last.ckpt")))
     stage2 = newest_checkpoint(stage2_dir)
 
-    photos = write_photos(out / "photos", size)
+    photos = write_photos(out / "photos", p.photo_side)
     anim = out / "animations"
     common = [py, "tools/animate.py", "--ckpt", stage2, "--stage1-ckpt", stage1, "--steps", p.sample_steps, "--seeds", "0",
               "--format", "mp4", "gif", *ib]
@@ -164,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = out / "report"
     run("report", [py, "tools/report.py", "--stage1", stage1, "--stage2", stage2, "--latents", latents / "train",
                    "--val-latents", latents / "val", "--photos", *photos, "--out", report, "--steps", p.sample_steps,
-                   "--loop-guidance", p.loop_guidance, "--guidance-scale", GUIDANCE_SCALE, "--clips-per-family", p.report_clips, *ib], log)
+                   "--loop-guidance", p.loop_guidance, "--guidance-scale", GUIDANCE_SCALE, "--clips-per-family", p.report_clips,
+                   "--loop-seeds", p.loop_seeds, *ib], log)
 
     (out / "demo_log.json").write_text(json.dumps(log, indent=2))
     minutes = (time.time() - t_start) / 60

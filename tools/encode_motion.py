@@ -128,7 +128,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     motion = MotionModel.from_checkpoint(args.ckpt)
     config = args.imagebind_config or ("huge" if args.imagebind else "tiny")
-    encoder = ImageBindEncoder(weights=args.imagebind, config=config)
+    try:
+        encoder = ImageBindEncoder(weights=args.imagebind, config=config)
+    except ValueError as e:  # e.g. the huge config without weights
+        raise SystemExit(f"error: {e}")
     module = MotionEncoding(motion, encoder, threshold=args.threshold)
     dataset = VideoClipBatches(todo, num_frames=args.num_frames, stride=args.stride, max_segments=args.max_segments,
                                batch_size=args.batch_size, sampling=args.sampling)

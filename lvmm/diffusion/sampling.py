@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from lvmm.diffusion.guidance import ClassifierFreeGuidance, EnergyGuidance, GuidanceTerm
 from lvmm.diffusion.schedules import Diffusion, DiffusionConfig, make_scheduler
+from lvmm.imagebind.encoder import condition_embedding
 
 Conditions = Mapping[str, "torch.Tensor | None"]
 """Keyword arguments of the network besides (x_t, t), each batched along dim 0 (or None)."""
@@ -56,12 +57,14 @@ class GuidedDenoiser:
         uncond: the unconditional inputs (batch B), needed with a :class:`ClassifierFreeGuidance` term.
         guidance: guidance terms; at most one classifier-free term, any number of energy terms.
         latent_scale: the network's latents are data latents times this; energy terms see data units.
+        offset: added to the unscaled estimate before the energy terms see it (residual latents: z_0).
     """
 
     def __init__(self, model: Model, config: DiffusionConfig, cond: Conditions, uncond: Conditions | None = None,
-                 guidance: Sequence[GuidanceTerm] = (), latent_scale: float = 1.0):
+                 guidance: Sequence[GuidanceTerm] = (), latent_scale: float = 1.0, offset: torch.Tensor | None = None):
         self.model, self.diffusion = model, Diffusion(config, min_snr_gamma=None)
         self.cond, self.uncond, self.latent_scale = dict(cond), uncond, float(latent_scale)
+        self.offset = offset
         cfg = [g for g in guidance if isinstance(g, ClassifierFreeGuidance)]
         self.energy = [g for g in guidance if isinstance(g, EnergyGuidance)]
         unknown = [g for g in guidance if not isinstance(g, (ClassifierFreeGuidance, EnergyGuidance))]
@@ -92,6 +95,8 @@ class GuidedDenoiser:
             x_in = x.detach().requires_grad_(True)
             eps = self.eps(x_in, t, step, num_steps)
             x0 = self.diffusion.eps_to_x0(eps, x_in, t) / self.latent_scale
+            if self.offset is not None:
+                x0 = x0 + self.offset
             # Sum the per-sample losses: each sample's gradient is then its own, whatever the batch.
             loss = sum(w * g.loss(x0).sum() for g, w in active)
             grad, = torch.autograd.grad(loss, x_in)
@@ -127,7 +132,7 @@ def run_sampler(denoiser: Callable[[torch.Tensor, torch.Tensor, int, int], torch
 def sample(model: Model, config: DiffusionConfig, shape: Sequence[int], cond: Conditions, *, seeds: Sequence[int],
            uncond: Conditions | None = None, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
            guidance: Sequence[GuidanceTerm] = (), latent_scale: float = 1.0, device: torch.device | str | None = None,
-           dtype: torch.dtype = torch.float32, progress: bool = False) -> torch.Tensor:
+           dtype: torch.dtype = torch.float32, progress: bool = False, offset: torch.Tensor | None = None) -> torch.Tensor:
     """Draw one sample per seed from the network; returns latents (len(seeds), *shape) in data units.
 
     Args:
@@ -143,6 +148,8 @@ def sample(model: Model, config: DiffusionConfig, shape: Sequence[int], cond: Co
         guidance: :class:`ClassifierFreeGuidance` and energy terms such as :class:`LoopGuidance`.
         latent_scale: the network's latents are data latents times this.
         device, dtype: of the samples (the network's, normally).
+        offset: the network diffuses data minus this (broadcast to the samples; residual latents: z_0);
+            it is added back for the energy terms and to the result.
     """
     if steps > config.num_train_timesteps:
         raise ValueError(f"{steps} steps exceed the {config.num_train_timesteps} training timesteps")
@@ -151,9 +158,9 @@ def sample(model: Model, config: DiffusionConfig, shape: Sequence[int], cond: Co
     device = torch.device(device) if device is not None else torch.device("cpu")
     x = randn_tensor((len(seeds), *shape), generator=generators, device=device, dtype=dtype)
     x = x * scheduler.init_noise_sigma
-    denoiser = GuidedDenoiser(model, config, cond, uncond, guidance, latent_scale)
+    denoiser = GuidedDenoiser(model, config, cond, uncond, guidance, latent_scale, offset)
     x = run_sampler(denoiser, scheduler, x, generators, steps=steps, eta=eta, progress=progress)
-    return x / latent_scale
+    return x / latent_scale + (0 if offset is None else offset)
 
 
 def motion_conditions(z0: torch.Tensor, img_emb: torch.Tensor | None, txt_emb: torch.Tensor | None,
@@ -163,9 +170,11 @@ def motion_conditions(z0: torch.Tensor, img_emb: torch.Tensor | None, txt_emb: t
 
     ``z0`` (B, C, h, w) is in data units (scaled here); the tokens are (image, text), a missing one
     (None, or ``has_txt`` False) is masked so the network uses its null token; the unconditional pass
-    masks both. ``cond_dim`` is needed only when both embeddings are None.
+    masks both. ``cond_dim`` is needed only when both embeddings are None. Embeddings are unit-normalised
+    (:func:`lvmm.imagebind.condition_embedding`), so text, audio and image prompts arrive at one scale.
     """
     b = z0.shape[0]
+    img_emb, txt_emb = (None if e is None else condition_embedding(e) for e in (img_emb, txt_emb))  # every modality at unit length
     ref = img_emb if img_emb is not None else txt_emb
     dim = ref.shape[-1] if ref is not None else cond_dim
     if dim is None:
@@ -186,23 +195,26 @@ def sample_motion(unet: Model, config: DiffusionConfig, z0: torch.Tensor, img_em
                   txt_emb: torch.Tensor | None = None, *, num_frames: int, seeds: Sequence[int], latent_scale: float = 1.0,
                   appearance: torch.Tensor | None = None, has_txt: torch.Tensor | None = None, sampler: str = "ddim",
                   steps: int = 50, eta: float = 0.0, guidance_scale: float = 0.0,
-                  guidance: Sequence[GuidanceTerm] = (), progress: bool = False) -> torch.Tensor:
+                  guidance: Sequence[GuidanceTerm] = (), progress: bool = False, residual: bool = False,
+                  z0_scale: float | None = None) -> torch.Tensor:
     """Latent motion z_1..z_T (B, T, C, h, w), data units, for first-frame latents ``z0`` (B, C, h, w).
 
     A thin layer over :func:`sample` for :class:`~lvmm.nets.unet3d.UNet3D`: builds the conditions with
     :func:`motion_conditions`, adds :class:`ClassifierFreeGuidance` when ``guidance_scale`` > 0, and
     returns frames first (the layout of ``MotionModel.decode``). ``guidance`` adds further terms
-    (e.g. :class:`~lvmm.diffusion.guidance.LoopGuidance`).
+    (e.g. :class:`~lvmm.diffusion.guidance.LoopGuidance`). ``residual``: the network was trained on
+    z_k - z_0 (stage two's ``residual_latents``), so z_0 is added back; ``z0_scale`` scales the z_0
+    condition (default ``latent_scale``).
     """
     if len(seeds) != z0.shape[0]:
         raise ValueError(f"{len(seeds)} seeds for a batch of {z0.shape[0]} first frames")
     cond, uncond = motion_conditions(z0, img_emb, txt_emb, appearance, has_txt,
-                                     getattr(unet, "cond_dim", None), latent_scale)
+                                     getattr(unet, "cond_dim", None), latent_scale if z0_scale is None else z0_scale)
     terms = list(guidance)
     if guidance_scale:
         terms.append(ClassifierFreeGuidance(guidance_scale))
     h, w = z0.shape[-2:]
     x = sample(unet, config, (z0.shape[1], num_frames, h, w), cond, seeds=seeds, uncond=uncond, sampler=sampler,
                steps=steps, eta=eta, guidance=terms, latent_scale=latent_scale, device=z0.device, dtype=z0.dtype,
-               progress=progress)
+               progress=progress, offset=z0[:, :, None] if residual else None)
     return x.transpose(1, 2)                                               # (B, T, C, h, w)

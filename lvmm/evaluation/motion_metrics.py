@@ -1,28 +1,75 @@
-"""Measures of generated motion: the loop seam, and which motion family a field sequence shows.
+"""Measures of generated motion: loops as they play, pops, motion size, sharpness, and motion families.
 
-* :func:`seam_metric`: the difference between the last and the first frame of a clip relative to
-  the mean difference between neighbouring frames. A clip that loops without a seam scores near 0;
-  one whose wrap-around is as large as an ordinary step scores 1.
+Sequence measures take ``(T, C, H, W)`` tensors (decoded fields or rendered frames) *as they play*:
+
+* :func:`wrap_ratio`: |x_last - x_first| / median ordinary step. A loop played as a cycle is seamless
+  at 1 (the wrap is an ordinary step); well below 1 the wrap holds a (nearly) repeated frame, above 1 it jumps.
+* :func:`pop_ratio`: step(0 -> 1) / median of the later steps: how much larger the step out of the
+  first frame (the photo itself) is than the steps between generated frames.
+* :func:`mean_magnitude`: mean displacement length in pixels; :func:`motion_kept` is the ratio of two.
+* :func:`sharpness`: mean gradient magnitude of frames.
 * :class:`FamilyClassifier`: a small, transparent classifier (hand-made kinematic features of the
   displacement fields and a multinomial logistic regression) fit on motion fields of the procedural
   families; it labels generated motion to measure conditioning accuracy.
 """
 from __future__ import annotations
 
+from typing import Iterable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 EPS = 1e-8
 
 
-def seam_metric(sequence: torch.Tensor) -> float:
-    """Seam of a clip ``(T, C, H, W)`` (fields or rendered frames): |x_T - x_1| / mean_k |x_{k+1} - x_k|."""
-    if sequence.shape[0] < 3:
-        raise ValueError("the seam metric needs at least 3 frames")
-    x = sequence.float()
-    steps = (x[1:] - x[:-1]).abs().flatten(1).mean(1)   # (T-1,)
-    seam = (x[-1] - x[0]).abs().mean()
-    return float(seam / steps.mean().clamp_min(EPS))
+def steps(sequence) -> torch.Tensor:
+    """Mean absolute difference of each pair of neighbouring frames of ``(T, ...)``: (T - 1,) float64.
+
+    Accepts tensors or uint8 arrays; frames are differenced one pair at a time, so a long
+    full-resolution uint8 clip is never converted to float as a whole.
+    """
+    x = sequence
+    out = [float((torch.as_tensor(x[k + 1]).double() - torch.as_tensor(x[k]).double()).abs().mean()) for k in range(len(x) - 1)]
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def wrap_ratio(sequence) -> float:
+    """|x_last - x_first| / median_k |x_{k+1} - x_k| of a sequence ``(T, ...)`` as it plays (T >= 3)."""
+    if len(sequence) < 3:
+        raise ValueError("the wrap ratio needs at least 3 frames")
+    wrap = float((torch.as_tensor(sequence[-1]).double() - torch.as_tensor(sequence[0]).double()).abs().mean())
+    return wrap / max(float(steps(sequence).median()), EPS)
+
+
+def pop_ratio(sequence) -> float:
+    """step(0 -> 1) / median of the later steps of ``(T, ...)`` (T >= 3): 1 = no pop out of frame 0."""
+    if len(sequence) < 3:
+        raise ValueError("the pop ratio needs at least 3 frames")
+    s = steps(sequence)
+    return float(s[0]) / max(float(s[1:].median()), EPS)
+
+
+def mean_magnitude(fields_px: torch.Tensor) -> float:
+    """Mean displacement length of fields ``(..., 2, H, W)`` in pixels."""
+    return float(fields_px[..., :2, :, :].float().norm(dim=-3).mean())
+
+
+def motion_kept(with_px: torch.Tensor, without_px: torch.Tensor) -> float:
+    """Mean displacement with loop guidance / without (same seeds and first frames)."""
+    return mean_magnitude(with_px) / max(mean_magnitude(without_px), EPS)
+
+
+def sharpness(frames: Iterable) -> float:
+    """Mean gradient magnitude (0-255 scale) of the luminance of uint8 frames ``(T, H, W, 3)`` or one ``(H, W, 3)``."""
+    frames = np.asarray(frames)
+    frames = frames[None] if frames.ndim == 3 else frames
+    values = []
+    for f in frames:  # one frame at a time: full-resolution clips stay uint8
+        y = f.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        gx, gy = np.diff(y, axis=1)[:-1], np.diff(y, axis=0)[:, :-1]
+        values.append(float(np.sqrt(gx ** 2 + gy ** 2).mean()))
+    return float(np.mean(values))
 
 
 def _gradients(field: torch.Tensor) -> tuple[torch.Tensor, ...]:

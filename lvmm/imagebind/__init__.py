@@ -13,7 +13,7 @@ architecture stands in (tests, demo)::
 """
 from .audio import kaldi_fbank, load_audio, preprocess_audio, waveform_to_clips
 from .configs import HUGE, MODALITIES, TINY, ImageBindConfig, resolve_config
-from .encoder import ImageBindEncoder
+from .encoder import ImageBindEncoder, announce_random_model, condition_embedding
 from .model import ImageBind
 from .text import BPETokenizer, get_tokenizer
 from .vision import preprocess_image, preprocess_images
@@ -22,7 +22,7 @@ from .weights import load_state_dict_file, state_dict_id
 ImageBindModel = ImageBind  # the official class name
 
 __all__ = [
-    "HUGE", "TINY", "MODALITIES", "BPETokenizer", "ImageBind", "ImageBindConfig", "ImageBindEncoder", "ImageBindModel",
+    "HUGE", "TINY", "MODALITIES", "BPETokenizer", "ImageBind", "ImageBindConfig", "ImageBindEncoder", "ImageBindModel", "announce_random_model", "condition_embedding",
     "get_tokenizer", "kaldi_fbank", "load_audio", "load_state_dict_file", "preprocess_audio", "preprocess_image",
     "preprocess_images", "resolve_config", "state_dict_id", "waveform_to_clips",
 ]

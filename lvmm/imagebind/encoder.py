@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -32,6 +33,28 @@ PREPROCESS_VERSION = "1"
 CACHE_KEY_BYTES = 16
 ENCODER_MODALITIES = ("vision", "text", "audio")
 _HASH_CHUNK = 1 << 20
+
+
+RANDOM_MODEL_NOTICE = ("[lvmm] note: ImageBind is the small seeded random model (no official weights): conditioning rests on "
+                       "random features; pass --imagebind imagebind_huge.pth for the real encoder")
+_noticed = False
+
+
+def announce_random_model(stream=None) -> None:
+    """Say once per process, on stderr, that the random stand-in ImageBind is in use."""
+    global _noticed
+    if not _noticed:
+        print(RANDOM_MODEL_NOTICE, file=stream or sys.stderr, flush=True)
+        _noticed = True
+
+
+def condition_embedding(emb: torch.Tensor) -> torch.Tensor:
+    """The form in which an ImageBind embedding conditions the motion model: unit length, whatever the modality.
+
+    ImageBind's raw outputs differ in scale by modality (vision unit-norm, text times the learned logit
+    scale of about 14, audio times 20); normalised, every modality meets the U-Net at the same scale
+    (the embeddings of the official model are compared by cosine similarity)."""
+    return torch.nn.functional.normalize(emb.float(), dim=-1).to(emb.dtype)
 
 
 def _hash_file(path: str | os.PathLike) -> str:
@@ -94,7 +117,9 @@ class ImageBindEncoder:
         amp: bfloat16 autocast; default on for CUDA devices, off elsewhere.
 
     Outputs are float32 CPU tensors ``(N, dim)``: vision unit-norm, text scaled by the learned
-    logit scale, audio by 20 (ImageBind's post-processing; normalise them for cosine similarity).
+    logit scale, audio by 20 (ImageBind's post-processing; normalise them for cosine similarity, as
+    :func:`condition_embedding` does for the motion model). Without weights the seeded random model
+    stands in, and a one-line notice on stderr says so; the huge config without weights is refused.
     """
 
     def __init__(self, weights: str | os.PathLike | None = None, config: str | Mapping | ImageBindConfig | None = None, device: str | torch.device | None = None, cache_dir: str | os.PathLike | None = None, seed: int = 0, batch_size: int = 16, amp: bool | None = None, bpe_path: str | None = None):
@@ -107,6 +132,11 @@ class ImageBindEncoder:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.weights_path = Path(weights) if weights is not None else None
         if weights is None:
+            if self.config == resolve_config("huge"):
+                raise ValueError("ImageBind config 'huge' without weights would be a random 1024-d model that passes every "
+                                 "check: pass the official weights (--imagebind imagebind_huge.pth), or leave the config "
+                                 "at 'tiny' for the seeded random stand-in")
+            announce_random_model()
             self.model = ImageBind.random(self.config, seed=seed, modalities=ENCODER_MODALITIES)
             self.weights_id = random_weights_id(self.config, seed)
         else:

@@ -50,14 +50,19 @@ class Renderer(Configurable, nn.Module):
         f1 = self.down1(f0)
         return [f0, f1, self.down2(f1)]
 
-    def decode(self, img0: torch.Tensor, pyramid: list[torch.Tensor], field: torch.Tensor) -> torch.Tensor:
-        """Render frames from I_0 (B, 3, H, W), its pyramid and fields (B, 3, h, w) -> (B, 3, H, W) in [0, 1]."""
+    def fill(self, pyramid: list[torch.Tensor], field: torch.Tensor) -> torch.Tensor:
+        """The network's own rendering (what warping cannot do), before the blend: (B, 3, H, W) in [0, 1]."""
         d, w = field[:, :2], field[:, 2:3]
         warped = [warp(f, d) * resize_field(w, f.shape[-2:]) for f in pyramid]   # occluded features fade out
         x = self.body(warped[2])
         x = self.fuse1(torch.cat([self.up1(x), warped[1]], 1))
         x = self.fuse0(torch.cat([self.up2(x), warped[0]], 1))
-        rendered = torch.sigmoid(self.out(x))                                     # (B, 3, H, W)
+        return torch.sigmoid(self.out(x))                                         # (B, 3, H, W)
+
+    def decode(self, img0: torch.Tensor, pyramid: list[torch.Tensor], field: torch.Tensor) -> torch.Tensor:
+        """Render frames from I_0 (B, 3, H, W), its pyramid and fields (B, 3, h, w) -> (B, 3, H, W) in [0, 1]."""
+        d, w = field[:, :2], field[:, 2:3]
+        rendered = self.fill(pyramid, field)
         w_full = resize_field(w, img0.shape[-2:])
         return w_full * warp(img0, d) + (1 - w_full) * rendered
 

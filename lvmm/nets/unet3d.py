@@ -221,11 +221,17 @@ class UNet3D(Configurable, nn.Module):
         self.token_scale.copy_(scale.reshape(self.num_tokens, 1))
 
     def condition_tokens(self, tokens: torch.Tensor | None, token_mask: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """The tokens the network attends to, standardised, with null tokens where masked or absent: (B, S, D)."""
+        """The tokens the network attends to, standardised, with null tokens where masked or absent: (B, S, D).
+
+        Standardised tokens are brought to length sqrt(D) (the typical length of a standardised token):
+        statistics fitted on one modality (captions, whose embeddings lie close together) would
+        otherwise blow up an embedding of another modality in the same slot (an audio or image prompt,
+        far from the captions' mean) to many times the length the network was trained on."""
         null = self.null_tokens[None].expand(batch, -1, -1)
         if tokens is None:
             return null
         tokens = (tokens.to(null.dtype) - self.token_mean) / self.token_scale
+        tokens = tokens * (tokens.shape[-1] ** 0.5 / tokens.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         if token_mask is None:
             return tokens
         return torch.where(token_mask[..., None].bool(), tokens, null)
