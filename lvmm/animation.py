@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -57,6 +57,7 @@ class AnimationOptions:
     chunk_size: int = 8                # frames rendered at once
     fit: str = "resize"                # "resize" or "pad" to the working size
     size: int | None = None            # working short side; default: the training size
+    field_transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # edits decoded fields (B, K, 3, h, w) before rendering
 
 
 @dataclass
@@ -160,8 +161,12 @@ class Animator:
 
     # ------------------------------------------------------------------ generation
     def animate(self, image: np.ndarray, seeds: Sequence[int], options: AnimationOptions | None = None,
-                prompt: str | None = None, audio: str | None = None, cond_image=None, progress: bool = False) -> list[Animation]:
-        """Animate one ``(H, W, 3)`` uint8 image once per seed (one batch, one generator per seed)."""
+                prompt: str | None = None, audio: str | None = None, cond_image=None, progress: bool = False,
+                callback: Callable[[int, int], None] | None = None) -> list[Animation]:
+        """Animate one ``(H, W, 3)`` uint8 image once per seed (one batch, one generator per seed).
+
+        ``callback(step, num_steps)`` is called after each sampling step.
+        """
         options = options or AnimationOptions()
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
@@ -189,10 +194,13 @@ class Animator:
         z = sample_motion(self.unet, self.config, rep(z0), rep(img_emb), rep(prompt_emb), num_frames=k, seeds=seeds,
                           latent_scale=float(self.extra.get("latent_scale", 1.0)), appearance=rep(appearance),
                           sampler=options.sampler, steps=options.steps, eta=options.eta,
-                          guidance_scale=options.guidance_scale, guidance=guidance, progress=progress)  # (B, K, C, hz, wz)
+                          guidance_scale=options.guidance_scale, guidance=guidance, progress=progress,
+                          callback=callback)  # (B, K, C, hz, wz)
         results = []
         with torch.no_grad():
             fields = self.motion.decode(z)                                           # (B, K, 3, h, w)
+            if options.field_transform is not None:
+                fields = options.field_transform(fields)
             base = self.motion.render(img0.expand(b, -1, -1, -1), fields, options.chunk_size)  # (B, K, 3, H', W')
             for i, seed in enumerate(seeds):
                 seam = {"field": seam_metric(fields[i][:, :2]), "frames": seam_metric(base[i])}
