@@ -28,6 +28,15 @@ def test_frame_plan_and_mask():
     assert mask.shape == (20, 40) and mask[4:10, 6:18].all() and mask.sum() == 6 * 12
 
 
+def test_command_line_binds_locally_by_default():
+    from tools.app import build_parser
+
+    args = build_parser().parse_args(["--ckpt", "stage2.ckpt"])
+    assert args.host == "127.0.0.1" and args.model is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--ckpt", "a", "--model", "b"])     # one source only
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -188,3 +188,22 @@ def test_animate_tool_takes_a_package(models, tmp_path):
     assert frames.shape == (5, 64, 80, 3)
     with pytest.raises(SystemExit, match="config.json: missing"):
         main(["--model", str(tmp_path), "--image", str(photo), "--out", str(tmp_path / "x")])
+
+
+def test_imagebind_embeds_each_input_once_per_call(models):
+    pipe = LVMMPipeline.from_pretrained(models["package"])
+    inner = pipe.animator.encoder.encoder                     # the ImageBindEncoder behind the offloading wrapper
+    before = dict(inner.num_computed)
+    pipe(_image(), prompt="the leaves sway", seeds=[0, 1, 2], batch_size=1, steps=2)
+    assert inner.num_computed["vision"] - before["vision"] == 1 and inner.num_computed["text"] - before["text"] == 1
+    assert next(inner.model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.gpu
+def test_gpu_defaults_to_bf16_and_keeps_imagebind_off_the_gpu(models):
+    pipe = LVMMPipeline.from_pretrained(models["package"], device="cuda")
+    assert pipe.torch_dtype == torch.bfloat16
+    out = pipe(_image(), prompt="the leaves sway", seeds=[0, 1], steps=STEPS, batch_size=1)
+    assert out.frames[0].shape == (5, 64, 80, 3) and out.fields[0].dtype == torch.float32
+    assert next(pipe.animator.encoder.encoder.model.parameters()).device.type == "cpu"
+    assert next(pipe.animator.unet.parameters()).device.type == "cuda"

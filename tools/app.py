@@ -73,8 +73,8 @@ def frame_plan(duration: float, fps: float, loop: bool, max_frames: int) -> int:
     return k
 
 
-def build_app(pipe, out_dir: str | Path | None = None):
-    """The Gradio Blocks of the page around an :class:`lvmm.pipeline.LVMMPipeline`."""
+def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = None):
+    """The Gradio Blocks of the page around an :class:`lvmm.pipeline.LVMMPipeline` (seeds in groups of ``batch_size``)."""
     import gradio as gr
     import numpy as np
 
@@ -127,7 +127,7 @@ def build_app(pipe, out_dir: str | Path | None = None):
                 raise ValueError("give a text prompt or an audio file, not both")
             mask = mask_from_editor(editor, image.shape[:2])
             progress(0, desc="sampling")
-            result = pipe(image, prompt=prompt, audio=audio or None, seeds=seeds, num_frames=k, loop=loop,
+            result = pipe(image, prompt=prompt, audio=audio or None, seeds=seeds, num_frames=k, loop=loop, batch_size=batch_size,
                           steps=int(steps), sampler=sampler, motion_strength=float(strength), mask=mask, drags=drags or (),
                           callback=lambda i, n: progress(i / n, desc=f"sampling step {i} of {n}"))
         except (MediaError, AnimationError, ValueError, OSError) as e:
@@ -229,23 +229,10 @@ def main(argv: list[str] | None = None) -> None:
             pipe = LVMMPipeline.from_checkpoints(args.ckpt, args.stage1_ckpt, args.imagebind, device=args.device)
     except (CheckpointError, AnimationError) as e:
         raise SystemExit(f"error: {e}")
-    if args.batch_size:
-        call = pipe.__call__
-        pipe = _Batched(call, pipe, args.batch_size)
-    app = build_app(pipe)
+    app = build_app(pipe, batch_size=args.batch_size)
     print(f"[app] serving on http://{args.host}:{args.port}", flush=True)
     app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=False,
                                                   show_error=True, inbrowser=False)
-
-
-class _Batched:
-    """The pipeline with a fixed ``batch_size`` (seeds in groups), for --batch-size."""
-
-    def __init__(self, call, pipe, batch_size: int):
-        self._call, self.animator, self.batch_size = call, pipe.animator, batch_size
-
-    def __call__(self, *args, **kwargs):
-        return self._call(*args, batch_size=self.batch_size, **kwargs)
 
 
 if __name__ == "__main__":
