@@ -460,7 +460,7 @@ class FieldEdit:
             ys = (torch.arange(fh, dtype=torch.float32) * 2 + 1) / fh - 1
             xs = (torch.arange(fw, dtype=torch.float32) * 2 + 1) / fw - 1
             gy, gx = torch.meshgrid(ys, xs, indexing="ij")                                   # (fh, fw)
-            sigma = self.drag_radius * 2 * min(h, w) / max(h, w)
+            sigma = self.drag_radius * min(h, w)                                          # in photo pixels
             t = torch.arange(1, k + 1, dtype=torch.float32) / k                            # (K,)
             add = torch.zeros(k, 2, fh, fw)
             blob_total = torch.zeros(k, 1, fh, fw)
@@ -468,7 +468,8 @@ class FieldEdit:
                 p0 = torch.tensor([(2 * x0 + 1) / w - 1, (2 * y0 + 1) / h - 1])
                 p1 = torch.tensor([(2 * x1 + 1) / w - 1, (2 * y1 + 1) / h - 1])
                 centre = p0 + t[:, None] * (p1 - p0)                                       # (K, 2) where the content is at frame k
-                dist2 = (gx - centre[:, 0, None, None]) ** 2 + (gy - centre[:, 1, None, None]) ** 2
+                # squared distance in photo pixels (one normalised unit is w / 2 pixels along x, h / 2 along y)
+                dist2 = ((gx - centre[:, 0, None, None]) * w / 2) ** 2 + ((gy - centre[:, 1, None, None]) * h / 2) ** 2
                 blob = torch.exp(-dist2 / (2 * sigma ** 2))[:, None]                        # (K, 1, fh, fw)
                 # backward warp I_k(x) = I_0(x + d): near the moved content, look back to where it started
                 add += blob * (-(centre - p0))[:, :, None, None]

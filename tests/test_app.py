@@ -160,6 +160,12 @@ def test_page_in_a_real_browser(server, tmp_path):
         for dx in range(-100, -40, 10):
             stroke = stroke.move_to_element_with_offset(canvas, dx, 0)
         stroke.release().perform()
+        # one drag arrow: two clicks on the second copy of the photo
+        arrows = _find(driver, "#arrows img")
+        ActionChains(driver).move_to_element_with_offset(arrows, -15, 0).click().perform()
+        _wait_status(driver, ["click its end"], 30)
+        ActionChains(driver).move_to_element_with_offset(arrows, 10, 5).click().perform()
+        _wait_status(driver, ["1 arrow(s)"], 30)
         driver.find_element(By.XPATH, "//label[contains(., 'seamless loop')]").click()
         _set_number(driver, "#steps input[type=number]", 3)
         _set_number(driver, "#fps input", fps)
@@ -169,6 +175,7 @@ def test_page_in_a_real_browser(server, tmp_path):
         assert status.startswith("Done") and f"6 frames of {w}x{h}" in status, status
         coverage = float(status.split("region brush covers ")[1].split(" %")[0])
         assert 0 < coverage < 100                                             # the stroke reached the server
+        assert "1 drag arrow(s)" in status
         src = _find(driver, "#video video").get_attribute("src")
         video = tmp_path / "served.mp4"
         video.write_bytes(urllib.request.urlopen(src, timeout=30).read())
