@@ -42,5 +42,9 @@ setup(
         "matplotlib>=3.8,<3.12",
         "pyyaml>=6,<7",
     ],
-    extras_require={"dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.17,<0.18"]},
+    extras_require={
+        "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.17,<0.18",
+                "gradio>=6.0,<7", "selenium>=4.20,<5"],   # the web page and its browser test
+        "app": ["gradio>=6.0,<7"],                       # tools/app.py
+    },
 )

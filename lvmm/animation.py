@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -67,6 +67,7 @@ class AnimationOptions:
     chunk_size: int = 8                # frames rendered at once (memory; the result does not depend on it)
     fit: str = "resize"                # "resize" or "pad" to the working size
     size: int | None = None            # working short side; default: the training size
+    field_transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # edits decoded fields (B, K, 3, h, w) before rendering
 
 
 @dataclass
@@ -209,11 +210,13 @@ class Animator:
 
     # ------------------------------------------------------------------ generation
     def animate(self, image: np.ndarray, seeds: Sequence[int], options: AnimationOptions | None = None,
-                prompt: str | None = None, audio: str | None = None, cond_image=None, progress: bool = False) -> list[Animation]:
+                prompt: str | None = None, audio: str | None = None, cond_image=None, progress: bool = False,
+                callback: Callable[[int, int], None] | None = None) -> list[Animation]:
         """Animate one ``(H, W, 3)`` uint8 image once per seed (one batch, one generator per seed).
 
         Frames come back at the image's own resolution, as they play: ``[I_0, frame 1..K]`` for a clip,
         ``frame 1..K-1`` for a loop (frame K would repeat frame 1), interpolated with ``slow_motion``.
+        ``callback(step, num_steps)`` is called after each sampling step.
         """
         options = options or AnimationOptions()
         image = np.asarray(image)
@@ -244,10 +247,12 @@ class Animator:
                           sampler=options.sampler, steps=options.steps, eta=options.eta,
                           guidance_scale=options.guidance_scale, guidance=guidance, progress=progress,
                           residual=bool(self.extra.get("residual_latents", False)),
-                          z0_scale=self.extra.get("z0_scale"))                                     # (B, K, C, hz, wz)
+                          z0_scale=self.extra.get("z0_scale"), callback=callback)                  # (B, K, C, hz, wz)
         results = []
         with torch.no_grad():
             fields = self.motion.decode_motion(z, rep(z0))                           # (B, K, 3, h, w), frame 0 = identity
+            if options.field_transform is not None:
+                fields = options.field_transform(fields)
             for i, seed in enumerate(seeds):
                 f = fields[i]
                 if loop:    # z_K was pulled to z_1: play 1..K-1 and let the wrap be the step K-1 -> 1

@@ -33,4 +33,6 @@ def test_demo_pipeline_end_to_end(tmp_path):
     text = (out / "report" / "report.md").read_text()
     assert "random ImageBind" in text and "## Loops as they play" in text and "wrap ratio" in text
     assert (out / "report" / "contact_sheet.png").exists() and (out / "report" / "metrics.png").exists()
-    assert [row["step"] for row in json.loads((out / "demo_log.json").read_text())][-1] == "report"
+    assert [row["step"] for row in json.loads((out / "demo_log.json").read_text())][-2:] == ["report", "export"]
+    from lvmm.pipeline import verify_package   # the demo ends by exporting a model package and says where
+    assert "model package" in done.stdout and verify_package(out / "model")["stages"]["stage_two"]["weights"] == "ema"

@@ -2,6 +2,7 @@
 """Animate still images with a trained LVMM (DESIGN.md section 4).
 
     python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --seeds 0-3 --out out/
+    python tools/animate.py --model models/lvmm --image photo.jpg --seeds 0-15 --batch-size 4   # a model package
     python tools/animate.py --ckpt stage2.ckpt --image photos/ --prompt "the leaves sway gently" --format mp4 gif
     python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --loop-guidance 1e4 --slow-motion 4 --save-flow
 
@@ -89,7 +90,9 @@ def check_targets(targets: dict[str, Path]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", required=True, type=Path, help="an image file or a folder of images")
-    p.add_argument("--ckpt", required=True, help="stage-two checkpoint (.ckpt or .safetensors)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", default=None, help="a model package folder (tools/export.py)")
+    source.add_argument("--ckpt", default=None, help="stage-two checkpoint (.ckpt or .safetensors)")
     p.add_argument("--stage1-ckpt", default=None, help="stage-one checkpoint (default: the one recorded in --ckpt)")
     p.add_argument("--imagebind", default=None, help="ImageBind weights; default: the seeded random tiny model")
     p.add_argument("--imagebind-config", default=None, help="'huge' or 'tiny' (default: huge with weights, tiny without)")
@@ -115,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", nargs="+", default=["mp4"], choices=["mp4", "gif", "frames"])
     p.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better)")
     p.add_argument("--save-flow", action="store_true", help="also write the fields (.npy) and a flow colour video")
+    p.add_argument("--batch-size", type=int, default=None, help="seeds sampled at once (default: all); a seed's clip does not depend on it")
+    p.add_argument("--chunk-size", type=int, default=None, help="frames rendered at once (default: the Animator's)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="compute dtype (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", default=None)
     return p
 
@@ -133,9 +139,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
     import numpy as np
 
-    from lvmm.animation import LOOP_GUIDANCE_START, AnimationError, AnimationOptions, Animator
+    from lvmm.animation import LOOP_GUIDANCE_START, AnimationError
     from lvmm.checkpoint import CheckpointError
     from lvmm.media import MediaError, read_image, write_video
+    from lvmm.pipeline import DTYPES, LVMMPipeline
 
     images = list_images(args.image)
     if len(set(args.format)) != len(args.format):
@@ -144,22 +151,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for path in images:
         for seed in args.seeds:
             check_targets(output_targets(args.out, stems[path], seed, args.format))
+    dtype = DTYPES[args.dtype] if args.dtype else None
     try:
-        animator = Animator.from_checkpoints(args.ckpt, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.device)
+        if args.model:
+            pipe = LVMMPipeline.from_pretrained(args.model, args.device, dtype, args.imagebind, args.imagebind_config)
+        else:
+            pipe = LVMMPipeline.from_checkpoints(args.ckpt, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.device, dtype)
     except (CheckpointError, AnimationError) as e:
         raise SystemExit(f"error: {e}")
-    options = AnimationOptions(num_frames=args.num_frames, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                               guidance_scale=args.guidance_scale, loop_guidance=args.loop_guidance,
-                               loop_velocity=args.loop_velocity,
-                               loop_schedule=(LOOP_GUIDANCE_START if args.loop_start is None else args.loop_start, 1.0),
-                               slow_motion=args.slow_motion, size=args.size, fit=args.fit,
-                               **({"chunk_size": args.chunk_size} if args.chunk_size else {}))
+    options = dict(sampler=args.sampler, steps=args.steps, eta=args.eta,
+                   guidance_scale=args.guidance_scale, loop_guidance=args.loop_guidance,
+                   loop_velocity=args.loop_velocity,
+                   loop_schedule=(LOOP_GUIDANCE_START if args.loop_start is None else args.loop_start, 1.0),
+                   slow_motion=args.slow_motion, size=args.size, fit=args.fit)
+    if args.chunk_size is not None:
+        options["chunk_size"] = args.chunk_size
     rows = []
     for path in images:
         try:
             image = read_image(path)
-            results = animator.animate(image, args.seeds, options, prompt=args.prompt, audio=args.audio,
-                                       cond_image=args.cond_image, progress=True)
+            results = pipe(image, args.prompt, args.audio, args.cond_image, seeds=args.seeds, num_frames=args.num_frames,
+                           batch_size=args.batch_size, progress=True, **options).animations
         except (MediaError, AnimationError) as e:
             raise SystemExit(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}")
         for r in results:

@@ -11,6 +11,7 @@ Steps, each a command you can also run on its own (the demo prints every command
   4. stage2     tools/train.py fit --config configs/stage2/tiny.yaml --config configs/stage2/tiny_shards.yaml
   5. animate    tools/animate.py                            (stochastic, text-conditioned, loop, slow-motion loop)
   6. report     tools/report.py                             (markdown, plots, contact sheet)
+  7. export     tools/export.py                             (both stages as one model package)
 The same commands run the full-size configs on GPUs by changing the config.
 """
 from __future__ import annotations
@@ -182,6 +183,11 @@ def main(argv: list[str] | None = None) -> dict:
                    "--loop-guidance", p.loop_guidance, "--guidance-scale", GUIDANCE_SCALE, "--clips-per-family", p.report_clips,
                    "--loop-seeds", p.loop_seeds, *ib], log)
 
+    package = out / "model"
+    run("export", [py, "tools/export.py", "--stage1", stage1, "--stage2", stage2, "--out", package, "--force",
+                   "--trained-on-stage1", "the built-in procedural clips (scikit-image photographs)",
+                   "--trained-on-stage2", "latent motion of the built-in procedural clips"], log)
+
     (out / "demo_log.json").write_text(json.dumps(log, indent=2))
     minutes = (time.time() - t_start) / 60
     print(f"\n[demo] finished in {minutes:.1f} min. Outputs:")
@@ -191,8 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
             if f.suffix in (".mp4", ".gif"):
                 outputs[f"{sub} {f.suffix[1:]}"] = f
     outputs["report"] = report / "report.md"
+    outputs["model package"] = package
     for what, where in outputs.items():
         print(f"  {what:24s} {where}")
+    print(f"[demo] load the model package with: LVMMPipeline.from_pretrained({str(package)!r})  (from lvmm.pipeline)")
     return {k: str(v) for k, v in outputs.items()}
 
 

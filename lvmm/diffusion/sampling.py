@@ -111,8 +111,11 @@ def generators_for(seeds: Sequence[int]) -> list[torch.Generator]:
 
 def run_sampler(denoiser: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor], scheduler, x: torch.Tensor,
                 generators: list[torch.Generator] | None = None, steps: int = 50, eta: float = 0.0,
-                progress: bool = False) -> torch.Tensor:
-    """Run ``scheduler`` for ``steps`` steps from x_T, stepping on ``denoiser(x_t, t, step, num_steps) -> eps``."""
+                progress: bool = False, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Run ``scheduler`` for ``steps`` steps from x_T, stepping on ``denoiser(x_t, t, step, num_steps) -> eps``.
+
+    ``callback(step, num_steps)`` is called after each step (step counts from 1), e.g. for a progress bar.
+    """
     scheduler.set_timesteps(steps, device=x.device)
     timesteps = scheduler.timesteps
     step_kwargs = {"generator": generators}
@@ -126,13 +129,16 @@ def run_sampler(denoiser: Callable[[torch.Tensor, torch.Tensor, int, int], torch
         t_batch = t.to(x.device).long().expand(x.shape[0])
         eps = denoiser(scheduler.scale_model_input(x, t), t_batch, i, n)
         x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
+        if callback is not None:
+            callback(i + 1, n)
     return x
 
 
 def sample(model: Model, config: DiffusionConfig, shape: Sequence[int], cond: Conditions, *, seeds: Sequence[int],
            uncond: Conditions | None = None, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
            guidance: Sequence[GuidanceTerm] = (), latent_scale: float = 1.0, device: torch.device | str | None = None,
-           dtype: torch.dtype = torch.float32, progress: bool = False, offset: torch.Tensor | None = None) -> torch.Tensor:
+           dtype: torch.dtype = torch.float32, progress: bool = False, offset: torch.Tensor | None = None,
+           callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Draw one sample per seed from the network; returns latents (len(seeds), *shape) in data units.
 
     Args:
@@ -150,6 +156,7 @@ def sample(model: Model, config: DiffusionConfig, shape: Sequence[int], cond: Co
         device, dtype: of the samples (the network's, normally).
         offset: the network diffuses data minus this (broadcast to the samples; residual latents: z_0);
             it is added back for the energy terms and to the result.
+        callback: ``callback(step, num_steps)`` after each step.
     """
     if steps > config.num_train_timesteps:
         raise ValueError(f"{steps} steps exceed the {config.num_train_timesteps} training timesteps")
@@ -159,7 +166,7 @@ def sample(model: Model, config: DiffusionConfig, shape: Sequence[int], cond: Co
     x = randn_tensor((len(seeds), *shape), generator=generators, device=device, dtype=dtype)
     x = x * scheduler.init_noise_sigma
     denoiser = GuidedDenoiser(model, config, cond, uncond, guidance, latent_scale, offset)
-    x = run_sampler(denoiser, scheduler, x, generators, steps=steps, eta=eta, progress=progress)
+    x = run_sampler(denoiser, scheduler, x, generators, steps=steps, eta=eta, progress=progress, callback=callback)
     return x / latent_scale + (0 if offset is None else offset)
 
 
@@ -196,7 +203,7 @@ def sample_motion(unet: Model, config: DiffusionConfig, z0: torch.Tensor, img_em
                   appearance: torch.Tensor | None = None, has_txt: torch.Tensor | None = None, sampler: str = "ddim",
                   steps: int = 50, eta: float = 0.0, guidance_scale: float = 0.0,
                   guidance: Sequence[GuidanceTerm] = (), progress: bool = False, residual: bool = False,
-                  z0_scale: float | None = None) -> torch.Tensor:
+                  z0_scale: float | None = None, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Latent motion z_1..z_T (B, T, C, h, w), data units, for first-frame latents ``z0`` (B, C, h, w).
 
     A thin layer over :func:`sample` for :class:`~lvmm.nets.unet3d.UNet3D`: builds the conditions with
@@ -216,5 +223,5 @@ def sample_motion(unet: Model, config: DiffusionConfig, z0: torch.Tensor, img_em
     h, w = z0.shape[-2:]
     x = sample(unet, config, (z0.shape[1], num_frames, h, w), cond, seeds=seeds, uncond=uncond, sampler=sampler,
                steps=steps, eta=eta, guidance=terms, latent_scale=latent_scale, device=z0.device, dtype=z0.dtype,
-               progress=progress, offset=z0[:, :, None] if residual else None)
+               progress=progress, offset=z0[:, :, None] if residual else None, callback=callback)
     return x.transpose(1, 2)                                               # (B, T, C, h, w)
