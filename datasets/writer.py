@@ -22,7 +22,7 @@ Robustness, in the order a run does things:
 * Streaming: an input's clips are encoded one at a time into a spool file (in a worker process when
   ``workers > 1``), and copied into shards only when the whole input decoded without error, so
   memory holds one clip and a shard never holds part of a bad input. A shard is closed before the
-  next sample would take it over ``max_bytes`` (or at ``max_samples``), within one input too.
+  next sample would take its file over ``max_bytes`` (or at ``max_samples``), within one input too.
 * Resuming: ``NAME[...].manifest.jsonl`` lists, for every finished shard, the inputs it completes
   and the input it leaves open (``"open": {"rel", "samples"}``: how many of its clips are in shards
   so far); a shard is written under a hidden temporary name, announced (``{"writing": name}``),
@@ -38,8 +38,11 @@ Robustness, in the order a run does things:
   container declares, and a bad caption file) is reported with its path and reason, recorded in the
   manifest (so a rerun does not retry it unless asked) and counted in the :class:`Summary`. A dead
   worker process ends the run with an error; a rerun finishes the job.
-* Determinism: the same inputs and settings give byte-identical shards, for npy and for mp4 (H.264
-  is encoded on one thread, see :func:`lvmm.media.encode_mp4`), also across a kill and a rerun.
+* Determinism: the same inputs and settings give byte-identical npy shards, also across a kill and
+  a rerun. mp4 shards have the same keys, json and captions, but their H.264 bytes are not
+  guaranteed: encoding on one thread (:func:`lvmm.media.encode_mp4`) made them identical on a quiet
+  machine, yet runs on a heavily loaded one still differed; their decoded frames agree within
+  ``MP4_RERUN_TOLERANCE`` (mean absolute difference, 0-255).
 """
 from __future__ import annotations
 
@@ -69,7 +72,8 @@ KEY_HASH_CHARS = 16          # hex characters of sha1(rel) in a key: 64 bits, co
 DEFAULT_MAX_SAMPLES = 1000   # samples per shard before a new one is started (whole inputs are never split)
 DEFAULT_MAX_BYTES = 1 << 30  # bytes per shard before a new one is started
 MIN_CLIP_FRAMES = 2          # a sample needs at least a pair of frames
-TAR_MTIME = 0.0              # fixed member times: the same inputs give byte-identical shards
+TAR_MTIME = 0.0              # fixed member times: the same inputs give byte-identical (npy) shards
+MP4_RERUN_TOLERANCE = 4.0    # mean absolute difference (0-255) of decoded mp4 clips between two runs
 FORMATS = ("mp4", "npy")
 FITS = ("crop", "pad")
 
@@ -429,6 +433,11 @@ def tar_bytes(size: int) -> int:
     return 512 + -(-size // 512) * 512
 
 
+def tar_file_bytes(member_bytes: int) -> int:
+    """The size of a tar file holding ``member_bytes`` of members: two end blocks, padded to 10 KiB records."""
+    return -(-(member_bytes + 2 * 512) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
 def iter_spool(path: str | os.PathLike) -> Iterator[dict]:
     """The samples of a spool (or shard) tar written by this module, one at a time, in order."""
     sample: dict = {}
@@ -630,9 +639,11 @@ class _Lock:
 def _clean_leftovers(out: Path, prefix: str, manifest: Manifest, log: Callable[[str], None]) -> None:
     """Delete what a killed run of this writer left: its temporary and spool files, and shards it
     announced and renamed but did not list. Other files, even with shard-like names, are left alone."""
-    for tmp in [*out.glob(f".{prefix}-*.tar.tmp*"), *out.glob(f".{prefix}.spool-*")]:
-        log(f"removing the temporary file of an interrupted run: {tmp}")
-        tmp.unlink(missing_ok=True)
+    ours = re.compile(re.escape(f".{prefix}") + r"(-\d{6}\.tar|\.spool-\d{6}\.tar)\.tmp\d+$")
+    for tmp in sorted(out.iterdir()):
+        if ours.match(tmp.name):  # not another prefix's (NAME-0of2-...), whose run may be going on
+            log(f"removing the temporary file of an interrupted run: {tmp}")
+            tmp.unlink(missing_ok=True)
     listed = manifest.shard_names
     for name in sorted(manifest.writing - listed):
         shard = out / name
@@ -692,7 +703,7 @@ def write_shards(sources: list[Source], out_dir: str | os.PathLike, name: str, s
     Args:
         workers: processes decoding and encoding in parallel (1: in this process).
         max_samples, max_bytes: a shard is closed at ``max_samples`` samples, or before a sample would
-            take its members over ``max_bytes`` (a single larger sample gets a shard of its own).
+            take its file over ``max_bytes`` (a single larger sample gets a shard of its own).
         retry_failed: retry inputs an earlier run recorded as unreadable.
         corpus: what defines the inputs (recipe, input folder, split, ...), recorded with the settings
             so that a rerun on another corpus is refused.
@@ -796,7 +807,7 @@ def _write(sources, out, prefix, settings, workers, partition, num_partitions, m
                         if n < skip:
                             continue
                         size = sum(tar_bytes(len(v)) for k, v in sample.items() if k != "__key__")
-                        if current is not None and current.samples and current.nbytes + size > max_bytes:
+                        if current is not None and current.samples and tar_file_bytes(current.nbytes + size) > max_bytes:
                             commit(result.rel if written else None, written)
                         if current is None:
                             current = new_shard()

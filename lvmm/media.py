@@ -70,7 +70,7 @@ def read_video(source, max_frames: int | None = None) -> tuple[np.ndarray, float
     return np.stack(frames), fps
 
 
-def decode_frames(container, stream, name) -> "Iterator[np.ndarray]":
+def decode_frames(container, stream, name) -> Iterator[np.ndarray]:
     """RGB frames of ``stream``, decoded on one thread.
 
     Frame threading is left off on purpose: with it FFmpeg drops the frames it cannot decode without

@@ -2,7 +2,6 @@
 job with shards equal to an uninterrupted run's, nothing lost, nothing twice. Also the guards around resuming."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -19,7 +18,7 @@ from lvmm.datasets.recipes import FolderRecipe
 from lvmm.datasets.writer import ShardSettings, write_shards
 
 SETTINGS = dict(size=(32, 32), clip_len=4, stride=2, fmt="npy")
-MAX_BYTES = 45_000  # three 14 kB samples per shard: inputs of 9 clips span shards
+MAX_BYTES = 52_000  # three 14 kB samples per shard file: inputs of 9 clips span shards
 
 # a run of write_shards that SIGKILLs itself at the n-th call of one of the writer's steps
 KILL_SCRIPT = """
@@ -119,9 +118,7 @@ def test_max_bytes_holds_within_one_input(tmp_path):
     summary = run(tmp_path / "in", tmp_path / "out")
     shards = shards_of(tmp_path / "out", "t")
     assert summary.clips == 99 and len(shards) == 33
-    member_bytes = [json.loads(line)["bytes"] for line in (tmp_path / "out" / "t.manifest.jsonl").read_text().splitlines()
-                    if '"shard"' in line and json.loads(line)["shard"]]
-    assert max(member_bytes) <= MAX_BYTES
+    assert max(p.stat().st_size for p in shards) <= MAX_BYTES
     assert len(load_samples(shards)) == 99
 
 
@@ -132,13 +129,23 @@ def test_upsampled_clips_have_unique_keys(tmp_path):
     assert summary.clips == 14 and len(load_samples(shards_of(tmp_path / "out", "t"))) == 14  # load_samples fails on a repeat
 
 
-def test_mp4_shards_are_byte_identical_between_runs(corpus, tmp_path):
+def test_mp4_shards_agree_between_runs_within_the_documented_tolerance(corpus, tmp_path):
+    import numpy as np
+
+    from lvmm.datasets.readers import decode
+    from lvmm.datasets.writer import MP4_RERUN_TOLERANCE
+
     settings = dict(SETTINGS, fmt="mp4")
     for name in ("a", "b"):
         write_shards(FolderRecipe(str(corpus)).sources(), tmp_path / name, "t", ShardSettings(**settings), workers=2,
                      progress=False, log=lambda m: None)
-    a, b = shards_of(tmp_path / "a", "t"), shards_of(tmp_path / "b", "t")
-    assert a and [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    a, b = load_samples(shards_of(tmp_path / "a", "t")), load_samples(shards_of(tmp_path / "b", "t"))
+    assert a and a.keys() == b.keys()
+    assert [p.name for p in shards_of(tmp_path / "a", "t")] == [p.name for p in shards_of(tmp_path / "b", "t")]
+    for key in a:
+        assert a[key]["json"] == b[key]["json"]
+        fa, fb = decode(a[key]).frames(None).astype(float), decode(b[key]).frames(None).astype(float)
+        assert fa.shape == fb.shape and np.abs(fa - fb).mean() <= MP4_RERUN_TOLERANCE, key
 
 
 def test_another_corpus_a_concurrent_run_and_foreign_files(corpus, tmp_path):
