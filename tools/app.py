@@ -149,8 +149,9 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
             what.append(f"region brush covers {100 * mask.mean():.0f} % of the photo")
         if drags:
             what.append(f"{len(drags)} drag arrow(s)")
-        if loop:
-            what.append(f"loop seam (frames) {result.animations[0].seam['frames']:.2f}")
+        seam = getattr(result.animations[0], "seam", None) or {}
+        if loop and "frames" in seam:
+            what.append(f"loop seam (frames) {seam['frames']:.2f}")
         return str(files[0]), str(preview), [str(f) for f in files], "Done: " + "; ".join(what) + "."
 
     with gr.Blocks(title="LVMM: bring a photo to life") as app:
@@ -230,9 +231,29 @@ def main(argv: list[str] | None = None) -> None:
     except (CheckpointError, AnimationError) as e:
         raise SystemExit(f"error: {e}")
     app = build_app(pipe, batch_size=args.batch_size)
+    _patient_start_check()
     print(f"[app] serving on http://{args.host}:{args.port}", flush=True)
     app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=False,
                                                   show_error=True, inbrowser=False)
+
+
+def _patient_start_check(seconds: float = 90.0) -> None:
+    """Gradio's launch checks that its own server answers, with one 3-second timeout, and refuses to serve
+    otherwise; on a busy machine the first answer can take longer, so the check is retried for ``seconds``."""
+    import time
+
+    from gradio import networking
+
+    check = networking.url_ok
+
+    def url_ok(url: str) -> bool:
+        deadline = time.time() + seconds
+        while not check(url):
+            if time.time() > deadline:
+                return False
+        return True
+
+    networking.url_ok = url_ok
 
 
 if __name__ == "__main__":
