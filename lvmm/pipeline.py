@@ -140,9 +140,9 @@ def build_networks(stage: StageWeights, where: str) -> dict[str, torch.nn.Module
 def generation_extra(stage_one: StageWeights, stage_two: StageWeights) -> dict:
     """What the Animator needs besides the weights: the stage-two extra without paths, plus the frame size."""
     extra = {k: v for k, v in stage_two.extra.items() if k != "motion_checkpoint"}
-    size = stage_one.frame_size or stage_two.frame_size
+    size = extra.get("frame_size") or stage_one.frame_size or stage_two.frame_size
     if size is not None:
-        extra["frame_size"] = int(min(size))
+        extra["frame_size"] = [int(s) for s in size]
     return extra
 
 
@@ -535,7 +535,9 @@ class LVMMPipeline:
             # Only the U-Net and the renderer run in low precision: they hold nearly all the compute, and
             # the flow predictor's 2x2 matrix square roots (torch.det) have no bf16 kernels.
             animator.unet.forward = _autocast(animator.unet.forward, animator.device.type, self.torch_dtype)
-            animator.motion.render = _autocast(animator.motion.render, animator.device.type, self.torch_dtype)
+            renderer = animator.motion.renderer
+            for name in ("encode", "fill"):   # what full-resolution rendering (lvmm.rendering) calls
+                setattr(renderer, name, _autocast(getattr(renderer, name), animator.device.type, self.torch_dtype))
 
     @property
     def device(self) -> torch.device:

@@ -119,7 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better)")
     p.add_argument("--save-flow", action="store_true", help="also write the fields (.npy) and a flow colour video")
     p.add_argument("--batch-size", type=int, default=None, help="seeds sampled at once (default: all); a seed's clip does not depend on it")
-    p.add_argument("--chunk-size", type=int, default=None, help="frames rendered at once (default: the Animator's)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="compute dtype (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", default=None)
     return p

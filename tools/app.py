@@ -149,9 +149,9 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
             what.append(f"region brush covers {100 * mask.mean():.0f} % of the photo")
         if drags:
             what.append(f"{len(drags)} drag arrow(s)")
-        seam = getattr(result.animations[0], "seam", None) or {}
-        if loop and "frames" in seam:
-            what.append(f"loop seam (frames) {seam['frames']:.2f}")
+        metrics = result.animations[0].metrics
+        if loop and "wrap_frames" in metrics:
+            what.append(f"wrap ratio (frames) {metrics['wrap_frames']:.2f}")
         return str(files[0]), str(preview), [str(f) for f in files], "Done: " + "; ".join(what) + "."
 
     with gr.Blocks(title="LVMM: bring a photo to life") as app:
