@@ -120,7 +120,7 @@ def test_export_picks_ema_weights_drops_optimizer_and_casts(models, tmp_path):
     assert not any("exp_avg" in k or "optimizer" in k for k in tensors)
     config = verify_package(folder)
     assert config["stages"]["stage_two"]["weights"] == "ema" and config["stages"]["stage_one"]["weights"] == "raw"
-    assert config["training_frame_size"] == [64, 96] and config["generation"]["frame_size"] == 64
+    assert config["training_frame_size"] == [64, 96] and config["generation"]["frame_size"] == [64, 96]
     assert config["trained_on"]["stage_two"] == "shards latent-*.tar"                # file names, never directories
     assert (folder / "stage_two.safetensors").stat().st_size < 0.6 * (models["package"] / "stage_two.safetensors").stat().st_size
     raw = read_stage(tmp_path / "stage2.ckpt", ["unet"], ema=False)
