@@ -31,3 +31,9 @@ def test_fully_unconditional_fraction(image, text, uncond):
 
 def test_default_unconditional_probability_is_a_tenth():
     assert StageTwo(tiny_unet(cond_dim=16)).hparams.uncond_dropout == 0.1
+
+
+def test_a_missing_stage_one_checkpoint_fails_at_setup_not_at_the_first_media_step(tmp_path):
+    module = StageTwo(tiny_unet(cond_dim=16), motion_checkpoint=str(tmp_path / "missing.ckpt"))
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        module.setup("fit")
