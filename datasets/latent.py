@@ -1,6 +1,6 @@
 """Stage two's data: latent motion shards, and an in-memory synthetic stand-in.
 
-Latent motion shards (DESIGN.md section 3, written by ``tools/encode_motion.py``), one sample per clip:
+Latent motion shards (`docs/data-formats.md`, written by ``tools/encode_motion.py``), one sample per clip:
 ``motion.npy`` float16 (K+1, C, h, w) = z_0..z_K; ``img_emb.npy`` and ``txt_emb.npy`` float32 (D,)
 (``txt_emb.npy`` missing or all zero: no text); ``first.png``, I_0; ``json`` with the source key, frame
 indices, reconstruction error, ``label`` (int, -1 if none) and ``caption``.

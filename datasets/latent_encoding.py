@@ -215,7 +215,7 @@ class LatentShardWriter(BasePredictionWriter):
     """Writes the records of :class:`~lvmm.stages.motion_encoding.MotionEncoding` as latent motion shards.
 
     Each record becomes a sample with ``motion.npy`` (float16, (K+1, 4, h, w)), ``img_emb.npy``,
-    ``txt_emb.npy`` (when there is a caption), ``first.png`` and ``json`` (DESIGN.md section 3). Clips
+    ``txt_emb.npy`` (when there is a caption), ``first.png`` and ``json`` (docs/data-formats.md, Latent motion shards). Clips
     whose reconstruction error is above the threshold were already dropped by the module and are
     counted here.
     """

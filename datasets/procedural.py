@@ -33,7 +33,7 @@ VAL_PHOTOS = ("coffee", "rocket")
 """Photographs held out of training: validation clips and the demo's animations use only these."""
 
 SUPERSAMPLE = 2          # frames are rendered at this multiple of the size, then box-filtered down
-AMPLITUDE_PX_AT_64 = (1.5, 6.0)   # motion amplitude range in pixels of a 64-pixel frame (DESIGN.md)
+AMPLITUDE_PX_AT_64 = (1.5, 6.0)   # motion amplitude range in pixels of a 64-pixel frame (docs/design.md, The built-in data)
 FREQUENCY_HZ = (0.3, 1.0)         # cycles per second
 DEFAULT_FPS = 8.0
 REGION_NAMES = (("upper left", "top", "upper right"), ("left", "centre", "right"), ("lower left", "bottom", "lower right"))

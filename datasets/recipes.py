@@ -433,7 +433,7 @@ class CelebVHQRecipe(Recipe):
 
 
 class ProceduralRecipe(Recipe):
-    """The built-in procedural clips (DESIGN.md section 6): ``num_clips`` clips of corpus ``seed``.
+    """The built-in procedural clips (docs/design.md, The built-in data): ``num_clips`` clips of corpus ``seed``.
 
     Frames are rendered directly at the target size with their ground-truth fields, so the writer
     stores them without resizing (the size must be a multiple of 32).

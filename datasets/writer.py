@@ -2,7 +2,7 @@
 
 Each :class:`~lvmm.datasets.recipes.Source` is decoded (streaming, so a long video never sits in
 memory at its source size), resampled in time, cropped and resized, cut into clips, and each clip is
-encoded as a sample (DESIGN.md section 3)::
+encoded as a sample (docs/data-formats.md, Video shards)::
 
     <key>.mp4 | <key>.frames.npy   the clip: H.264, or uint8 (T, H, W, 3)
     <key>.flow.npy                 float16 (T, 2, H, W) ground-truth fields (procedural data only)

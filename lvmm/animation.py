@@ -34,7 +34,7 @@ from lvmm.rendering import render_photo
 from lvmm.warp import normalised_to_pixels
 
 SIZE_STEP = 32
-"""Frames must be multiples of this (DESIGN.md: any size divisible by 32)."""
+"""Frames must be multiples of this (docs/conventions.md, Sizes)."""
 
 DEFAULT_MAX_WORKING_SIDE = 512
 """Working short side for a checkpoint that records no training size (the photo's own, at most this)."""

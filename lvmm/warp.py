@@ -1,6 +1,6 @@
 """The flow convention of LVMM and the warping helpers everything else uses.
 
-Conventions (DESIGN.md section 1):
+Conventions (docs/conventions.md, Flow convention):
 
 * Images are float tensors in [0, 1], shape ``(B, 3, H, W)``.
 * A displacement field ``d`` has shape ``(B, 2, H, W)``; channel 0 is dx, channel 1 is dy, both in

@@ -51,7 +51,7 @@ def _png_bytes(img: np.ndarray) -> bytes:
 
 def write_latent_shards(root: Path, shards: int = 2, per_shard: int = 5, clip_frames: int = 9, size: int = 8,
                         dim: int = 16, image_size: int = 32) -> list[str]:
-    """Tiny latent motion shards in the format of DESIGN.md section 3; every third clip has no text."""
+    """Tiny latent motion shards in the format of docs/data-formats.md; every third clip has no text."""
     import webdataset as wds
 
     rng = np.random.default_rng(0)

@@ -17,9 +17,9 @@ SCREENSHOT_DIR = os.environ.get("LVMM_SCREENSHOT_DIR")   # where the browser tes
 def test_frame_plan_and_mask():
     from tools.app import frame_plan, mask_from_editor
 
-    assert frame_plan(0.75, 8, loop=True, max_frames=8) == 6          # a loop is K frames
+    assert frame_plan(0.75, 8, loop=True, max_frames=8) == 7          # a loop plays frames 1..K-1
     assert frame_plan(0.625, 8, loop=False, max_frames=8) == 4        # a clip is I_0 + K frames
-    with pytest.raises(ValueError, match="this model makes 2 to 8"):
+    with pytest.raises(ValueError, match="this model makes 2 to 7"):
         frame_plan(2, 8, loop=True, max_frames=8)
     layer = np.zeros((10, 20, 4), np.uint8)
     assert mask_from_editor({"background": None, "layers": [layer]}, (10, 20)) is None   # nothing painted

@@ -34,16 +34,19 @@ def test_unet_text_token_changes_output():
 def test_unet_dropped_condition_uses_null_token():
     net, inp = tiny_unet(), unet_inputs()
     mask = torch.tensor([[True, False], [False, False]])
-    explicit = inp["tokens"].clone()
-    explicit[0, 1] = net.null_tokens[1]
-    explicit[1] = net.null_tokens
+    other = inp["tokens"].clone()                       # different values where the mask drops the token
+    other[0, 1] = torch.randn_like(other[0, 1])
+    other[1] = torch.randn_like(other[1])
     with torch.no_grad():
+        seen = net.condition_tokens(inp["tokens"], mask, 2)
         dropped = net(**dict(inp, token_mask=mask))
-        given = net(**dict(inp, tokens=explicit))
+        dropped_other = net(**dict(inp, tokens=other, token_mask=mask))
         absent = net(**dict(inp, tokens=None, token_mask=None))
-        all_null = net(**dict(inp, tokens=net.null_tokens[None].expand(2, -1, -1).clone()))
-    torch.testing.assert_close(dropped, given)
-    torch.testing.assert_close(absent, all_null)
+        none_kept = net(**dict(inp, token_mask=torch.zeros_like(mask)))
+    null = net.null_tokens[None].expand(2, -1, -1)
+    assert torch.equal(seen[~mask], null[~mask]) and not torch.equal(seen[mask], null[mask])
+    torch.testing.assert_close(dropped, dropped_other)  # a dropped token's value is never seen
+    torch.testing.assert_close(absent, none_kept)
 
 
 def test_unet_appearance_path_and_checkpointing_gradients():

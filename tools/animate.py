@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Animate still images with a trained LVMM (DESIGN.md section 4).
+"""Animate still images with a trained LVMM (docs/method.md, Inference: animating a photo).
 
     python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --seeds 0-3 --out out/
     python tools/animate.py --model models/lvmm --image photo.jpg --seeds 0-15 --batch-size 4   # a model package
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             pipe = LVMMPipeline.from_pretrained(args.model, args.device, dtype, args.imagebind, args.imagebind_config)
         else:
             pipe = LVMMPipeline.from_checkpoints(args.ckpt, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.device, dtype)
-    except (CheckpointError, AnimationError) as e:
+    except (CheckpointError, AnimationError, ValueError) as e:   # ValueError: an ImageBind config that cannot be honoured
         raise SystemExit(f"error: {e}")
     options = dict(sampler=args.sampler, steps=args.steps, eta=args.eta,
                    guidance_scale=args.guidance_scale, loop_guidance=args.loop_guidance,

@@ -63,11 +63,12 @@ def draw_arrows(image, drags, pending=None):
 
 
 def frame_plan(duration: float, fps: float, loop: bool, max_frames: int) -> int:
-    """Generated frames K for a clip of ``duration`` seconds at ``fps`` (a clip adds I_0, a loop does not)."""
+    """Generated frames K for a clip of ``duration`` seconds at ``fps``: a clip plays I_0 and frames 1..K,
+    a loop plays frames 1..K-1 (frame K is pulled to frame 1, so playing it would repeat a frame)."""
     total = int(round(float(duration) * float(fps)))
-    k = total if loop else total - 1
-    if k < 2 or k > max_frames:
-        lo, hi = (2, max_frames) if loop else (3, max_frames + 1)
+    k = total + 1 if loop else total - 1
+    if total < 2 or k > max_frames:
+        lo, hi = 2, (max_frames - 1 if loop else max_frames + 1)
         raise ValueError(f"{duration} s at {fps} fps is {total} frames; this model makes {lo} to {hi} "
                          f"({lo / fps:.2f} to {hi / fps:.2f} s at {fps} fps)")
     return k

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run a trained stage one over video shards and write latent motion shards (DESIGN.md section 3).
+"""Run a trained stage one over video shards and write latent motion shards (docs/data-formats.md, Latent motion shards).
 
     python tools/encode_motion.py --ckpt stage1.ckpt --shards 'data/train-*.tar' --out latents/train
     python tools/encode_motion.py ... --devices 8 --num-nodes 4       # DDP: each rank writes its own shards

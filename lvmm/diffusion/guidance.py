@@ -7,7 +7,7 @@ Two kinds, as in Stability's generative-models guiders:
 * :class:`EnergyGuidance` terms define a per-sample loss ``L(x0)`` on the current clean-sample estimate;
   the loop adds ``weight * sigma_t * grad_{x_t} L`` to eps, the gradient flowing through the denoiser
   (and through any decoder the term applies). :class:`LoopGuidance` is the loop self-guidance of
-  DESIGN.md section 1: the last frame's displacement field is pulled towards the first one's.
+  docs/method.md, Loop self-guidance: the last frame's displacement field is pulled towards the first one's.
 
 Every term has a weight and a :class:`StepSchedule` that switches it on for part of the steps or ramps
 it; a weight of 0 switches a term off (the loop then skips its passes and gradients altogether).
@@ -91,7 +91,7 @@ class LoopGuidance(EnergyGuidance):
 
     Args:
         weight: mu. Because L is a per-element mean, useful values are large (30-3000 in the CPU probe
-            of DESIGN.md section 2).
+            of docs/design.md, Loop guidance strength and schedule).
         decode: maps latents (B, T, C, h, w) in data units to motion fields (B, T, 3, H', W') (e.g.
             ``MotionModel.decode``); only the displacement channels (dx, dy) enter L. None: L acts on the
             latents themselves.

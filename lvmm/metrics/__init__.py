@@ -1,7 +1,7 @@
 """Evaluation metrics: FVD (I3D), FID on frames (Inception-v3), LPIPS, PSNR and SSIM.
 
 The feature networks are our own modules whose ``state_dict`` layouts match public checkpoints; they
-load those weights from local paths only (see ``docs/readme/evaluation.md`` for where to obtain them).
+load those weights from local paths only (see ``docs/evaluation.md`` for where to obtain them).
 ``tools/evaluate.py`` runs the whole protocol over a folder of generated videos and reference shards.
 """
 from lvmm.metrics.frechet import FeatureStatistics, frechet_distance, trace_sqrt_product

@@ -29,7 +29,7 @@ BN_EPS = 1e-5
 POOL_FRAMES = 2
 WEIGHTS_SOURCE = (
     "Use the Kinetics-400 I3D in piergiaj/pytorch-i3d's key layout, e.g. VideoGPT's i3d_pretrained_400.pt "
-    "(see docs/readme/evaluation.md); nothing is downloaded at run time."
+    "(see docs/evaluation.md); nothing is downloaded at run time."
 )
 
 # Output channels of an Inception block's branches:

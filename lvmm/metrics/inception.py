@@ -26,7 +26,7 @@ NUM_CLASSES = 1008  # the TF graph's 1000 ImageNet classes plus 8 unused outputs
 BN_EPS = 1e-3  # TF's BatchNorm epsilon, kept by the port
 WEIGHTS_SOURCE = (
     "Use pytorch-fid's pt_inception-2015-12-05-6726825d.pth (the TF FID Inception ported to PyTorch; "
-    "see docs/readme/evaluation.md); nothing is downloaded at run time."
+    "see docs/evaluation.md); nothing is downloaded at run time."
 )
 
 __all__ = ["FIDInceptionV3", "load_fid_inception", "INPUT_SIZE", "FEATURE_DIM"]

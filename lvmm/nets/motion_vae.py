@@ -23,7 +23,7 @@ class MotionVAE(Configurable, nn.Module):
     Args:
         latent_channels: channels of z (4 in the paper).
         reduction: field-to-latent reduction, a power of two (8 for 512x512 frames; 2 or 4 for small frames
-            so that z keeps at least 8x8, DESIGN.md section 2).
+            so that z keeps at least 8x8, docs/design.md, Sizes scale with the frame).
         width: channels at the field resolution; doubled at each down-sampling, capped at ``max_width``.
         num_res_blocks: residual blocks per resolution.
         displacement_scale: multiplies normalised displacements before encoding (0.1 grid units, 3 px of a

@@ -8,7 +8,7 @@ a frame. The output blends that rendering with the plain warp of I_0:
     out = w * warp(I_0, d) + (1 - w) * rendered
 
 so that with w near 1 (how P starts) the renderer is exactly the warp baseline, and the network only
-has to learn what warping cannot do (disocclusions, borders) where w drops (DESIGN.md section 2: without
+has to learn what warping cannot do (disocclusions, borders) where w drops (docs/design.md, Rendering as a blend: without
 the blend the measured probe ended 1.6 dB below copying I_0).
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ cross-attention to the condition tokens, temporal self-attention with relative p
 
 Which stages halve the spatial size is configuration (``downsample``): the paper's 16 x 16 latents
 down-sample in all four stages, the small latents of the benchmarks and of the CPU demo stop at
-their size (DESIGN.md section 2). The number of frames is free at inference up to ``max_frames``.
+their size (docs/design.md, Sizes scale with the frame). The number of frames is free at inference up to ``max_frames``.
 No diffusion logic lives here: the network maps (x_t, t, conditions) to the raw model output, whose
 meaning (eps, v or x0) is the schedule's business (:mod:`lvmm.diffusion`).
 """
@@ -137,7 +137,7 @@ class UNet3D(Configurable, nn.Module):
         num_tokens: number of condition tokens S (image and text).
         tokens_in_embedding: also add the (projected) tokens to the timestep embedding, so a global
             condition modulates every residual block and not only the attention layers (the pooled text
-            embedding of SDXL; a CPU probe conditioned through the embedding alone, DESIGN.md section 2).
+            embedding of SDXL; a CPU probe conditioned through the embedding alone, docs/design.md, Conditioning through the timestep embedding too).
         max_frames: the most frames T the network accepts (the number of per-frame features v_k).
         frame_features: channels of each per-frame feature map v_k.
         appearance_channels: channels Ca of the optional appearance map (0: no appearance input).
