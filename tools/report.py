@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     # plots and contact sheet ---------------------------------------------------------------------
     thumbs = lambda frames: [at_side(f, 192) for f in frames[: min(8, len(frames))]]  # noqa: E731
-    sheet = np.concatenate([np.concatenate(thumbs(frames), axis=1) for _, frames in contact_rows], axis=0)
+    rows = [np.concatenate(thumbs(frames), axis=1) for _, frames in contact_rows]
+    width = max(r.shape[1] for r in rows)   # rows differ in width (photo aspect, frames as played): pad with black
+    sheet = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
     for name, frames in contact_rows[:2]:   # full-size frames to look at: the photo and generated frame 4
         write_image(out / f"frame4_{name.split()[0]}_{name.split()[1]}.png", frames[min(4, len(frames) - 1)])
     write_image(out / "contact_sheet.png", sheet)
