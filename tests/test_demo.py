@@ -21,7 +21,9 @@ def test_demo_pipeline_end_to_end(tmp_path):
         assert what in done.stdout
     stochastic, _ = read_video(out / "animations" / "stochastic" / "coffee_seed0.mp4")
     loop, _ = read_video(out / "animations" / "loop" / "rocket_seed0.mp4")
-    slow, _ = read_video(out / "animations" / "loop_slow" / "rocket_seed0.gif")
+    # the mp4 keeps every frame; a GIF merges identical neighbours (Pillow), as the barely trained test model makes
+    slow, _ = read_video(out / "animations" / "loop_slow" / "rocket_seed0.mp4")
+    assert read_video(out / "animations" / "loop_slow" / "rocket_seed0.gif")[0].shape[0] >= 1
     k = 8
     # a clip plays I_0, 1..K; a loop 1..K-1 (frame K would repeat frame 1), slow motion across the wrap too
     assert stochastic.shape[0] == k + 1 and loop.shape[0] == k - 1 and slow.shape[0] == 4 * (k - 1)
