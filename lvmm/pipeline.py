@@ -34,6 +34,8 @@ import torch.nn.functional as F
 import lvmm
 from lvmm.animation import LOOP_GUIDANCE_START, Animation, AnimationError, AnimationOptions, Animator
 from lvmm.checkpoint import CheckpointError, build, check_state_dict
+from lvmm.media import atomic_write_bytes
+from lvmm.metrics.weights import file_sha256
 
 PACKAGE_FORMAT = "lvmm-model-package"
 PACKAGE_FORMAT_VERSION = 1
@@ -47,7 +49,6 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 IMAGEBIND_LICENCE = "CC BY-NC-SA 4.0"
 TINY_IMAGEBIND_SEED = 0
 """Seed of the random tiny ImageBind that stands in for the official weights (tests and the demo)."""
-_HASH_CHUNK = 1 << 20
 
 
 class PackageError(CheckpointError):
@@ -159,29 +160,12 @@ def imagebind_spec(cond_dim: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------- packages
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
 def _write_safetensors(path: Path, stage: StageWeights, dtype: torch.dtype, extra: Mapping) -> None:
     from safetensors.torch import save
 
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in stage.state.items()}
     meta = {"lvmm_networks": json.dumps(stage.configs), "lvmm_extra": json.dumps(dict(extra))}
-    _atomic_write(path, save(tensors, metadata=meta))
+    atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 def _parameter_count(stage: StageWeights, name: str) -> int:
@@ -228,11 +212,11 @@ def write_package(folder: str | Path, stage_one: StageWeights, stage_two: StageW
     absolute = [v for v in _strings(config) if os.path.isabs(v) or (len(v) > 2 and v[1] == ":" and v[2] in "\\/")]
     if absolute:
         raise CheckpointError(f"refusing to write absolute paths into a package: {absolute[:3]}")
-    _atomic_write(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
-    _atomic_write(folder / CARD_FILE, model_card(config, folder).encode())
+    atomic_write_bytes(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
+    atomic_write_bytes(folder / CARD_FILE, model_card(config, folder).encode())
     files = [CONFIG_FILE, CARD_FILE, *STAGE_FILES.values()]
-    sums = "".join(f"{sha256_file(folder / f)}  {f}\n" for f in files)
-    _atomic_write(folder / CHECKSUM_FILE, sums.encode())
+    sums = "".join(f"{file_sha256(folder / f)}  {f}\n" for f in files)
+    atomic_write_bytes(folder / CHECKSUM_FILE, sums.encode())
     return folder
 
 
@@ -317,7 +301,7 @@ def verify_package(folder: str | Path) -> dict:
         path = folder / name
         if not path.is_file():
             raise PackageError(f"{path}: missing from the package")
-        if sha256_file(path) != digest:
+        if file_sha256(path) != digest:
             raise PackageError(f"{path}: altered (its sha256 differs from {CHECKSUM_FILE})")
     return config
 

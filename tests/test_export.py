@@ -7,7 +7,8 @@ import torch
 from helpers_pipeline import stage_one_checkpoint, stage_two_checkpoint
 
 from lvmm.animation import AnimationError, AnimationOptions, Animator
-from lvmm.pipeline import CHECKSUM_FILE, CONFIG_FILE, FieldEdit, LVMMPipeline, PackageError, read_stage, sha256_file, verify_package
+from lvmm.pipeline import CHECKSUM_FILE, CONFIG_FILE, FieldEdit, LVMMPipeline, PackageError, read_stage, verify_package
+from lvmm.metrics.weights import file_sha256
 
 STEPS = 3
 
@@ -29,7 +30,7 @@ def _image(h=64, w=80, seed=0):
 
 def _rewrite_checksums(folder):
     names = [line.split("  ", 1)[1] for line in (folder / CHECKSUM_FILE).read_text().splitlines()]
-    (folder / CHECKSUM_FILE).write_text("".join(f"{sha256_file(folder / n)}  {n}\n" for n in names))
+    (folder / CHECKSUM_FILE).write_text("".join(f"{file_sha256(folder / n)}  {n}\n" for n in names))
 
 
 def _copy(src, dst):
