@@ -551,7 +551,7 @@ class LVMMPipeline:
         return cls(animator, torch_dtype, config, (stage_one, stage_two))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None, torch_dtype: torch.dtype | None = None,
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None, torch_dtype: torch.dtype | None = None,  # ok: a local package folder, no hub
                         imagebind: str | None = None, imagebind_config: str | None = None,
                         offload_imagebind: bool = True) -> "LVMMPipeline":
         """Load a model package (checked: format version and every file's sha256).

@@ -17,6 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lvmm.cli import parse_with_config_section  # noqa: E402 (after the path line above)
+
 
 def expand_shards(patterns: list[str], allow_remote: bool = False) -> list[str]:
     """Input shard paths (the shared spec parser), with distinct file names (outputs are named after them)."""
@@ -84,23 +86,9 @@ def parse_args(argv):
     p.add_argument("--overwrite", action="store_true", help="delete latents and manifests already in --out and start over")
     p.add_argument("--allow-remote-shards", action="store_true",
                    help="accept pipe: and URL shard specs (pipe: runs a shell command: only for specs you wrote)")
-    args = p.parse_args(argv)
-    if args.config:
-        import yaml
-
-        section = (yaml.safe_load(Path(args.config).read_text()) or {}).get("encode", {})
-        defaults = {}
-        for key, value in section.items():
-            name = key.replace("-", "_")
-            if not hasattr(args, name) or name == "config":
-                raise SystemExit(f"error: {args.config}: unknown option {key!r} in section 'encode'")
-            defaults[name] = [value] if name == "shards" and isinstance(value, str) else value
-        p.set_defaults(**defaults)   # the section as defaults, so flags still override it
-        args = p.parse_args(argv)
+    args = parse_with_config_section(p, argv, "encode", required=("ckpt", "shards", "out"),
+                                    list_options=("shards",))
     args.sampling = args.sampling or "consecutive"
-    missing = [f"--{n}" for n in ("ckpt", "shards", "out") if getattr(args, n) is None]
-    if missing:
-        p.error(f"the following arguments are required (or an 'encode' section in --config): {', '.join(missing)}")
     return args
 
 

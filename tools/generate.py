@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lvmm.cli import parse_with_config_section  # noqa: E402 (after the path line above)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,25 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv):
     p = build_parser()
-    args = p.parse_args(argv)
-    if args.config:
-        import yaml
-
-        path = Path(args.config)
-        if not path.is_file():
-            raise SystemExit(f"error: {path}: config file not found")
-        section = (yaml.safe_load(path.read_text()) or {}).get("generate", {})
-        defaults = {}
-        for key, value in section.items():
-            name = key.replace("-", "_")
-            if name == "config" or not hasattr(args, name):
-                raise SystemExit(f"error: {path}: unknown option {key!r} in section 'generate'")
-            defaults[name] = [value] if name == "reference" and isinstance(value, str) else value
-        p.set_defaults(**defaults)
-        args = p.parse_args(argv)
-    missing = [f"--{n}" for n in ("ckpt", "reference", "out") if getattr(args, n) is None]
-    if missing:
-        p.error(f"the following arguments are required (or a 'generate' section in --config): {', '.join(missing)}")
+    args = parse_with_config_section(p, argv, "generate", required=("ckpt", "reference", "out"),
+                                    list_options=("reference",))
     return args
 
 

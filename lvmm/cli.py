@@ -1,0 +1,35 @@
+"""Command-line helpers shared by the tools."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+
+def parse_with_config_section(parser: argparse.ArgumentParser, argv: Sequence[str] | None, section: str,
+                              required: Sequence[str] = (), list_options: Sequence[str] = ()) -> argparse.Namespace:
+    """Parse ``argv``; when ``--config FILE`` is given, its ``section`` mapping supplies defaults that flags override.
+
+    ``required`` options must come from a flag or the section; ``list_options`` take a single YAML string as a
+    one-element list (for ``nargs="+"`` options). Unknown keys in the section are refused, naming the file.
+    """
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        import yaml
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise SystemExit(f"error: {path}: config file not found")
+        values = (yaml.safe_load(path.read_text()) or {}).get(section, {})
+        defaults = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name == "config" or not hasattr(args, name):
+                raise SystemExit(f"error: {path}: unknown option {key!r} in section {section!r}")
+            defaults[name] = [value] if name in list_options and isinstance(value, str) else value
+        parser.set_defaults(**defaults)
+        args = parser.parse_args(argv)
+    missing = [f"--{n}" for n in required if getattr(args, n) is None]
+    if missing:
+        parser.error(f"the following arguments are required (or a {section!r} section in --config): {', '.join(missing)}")
+    return args
