@@ -3,6 +3,7 @@
 `stages/` and `datasets/` install as `lvmm.stages` and `lvmm.datasets`: a top-level package named
 `datasets` would shadow Hugging Face's `datasets` in users' environments.
 """
+
 from setuptools import find_packages, setup
 
 packages = ["lvmm"] + [f"lvmm.{p}" for p in find_packages("lvmm")]
@@ -43,8 +44,13 @@ setup(
         "pyyaml>=6,<7",
     ],
     extras_require={
-        "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.17,<0.18",
-                "gradio>=6.0,<7", "selenium>=4.20,<5"],   # the web page and its browser test
-        "app": ["gradio>=6.0,<7"],                       # tools/app.py
+        "dev": [
+            "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",
+            "ruff>=0.17,<0.18",
+            "gradio>=6.0,<7",
+            "selenium>=4.20,<5",
+        ],  # the web page and its browser test
+        "app": ["gradio>=6.0,<7"],  # tools/app.py
     },
 )

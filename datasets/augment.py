@@ -6,6 +6,7 @@ and dy by ``H / ch`` (a pixel is a larger fraction of the smaller box, whatever 
 and a horizontal flip mirrors the field and negates dx. Written here rather than with kornia's
 ``VideoSequential`` because the field's values, not just its pixels, must follow the transform.
 """
+
 from __future__ import annotations
 
 import random
@@ -53,7 +54,7 @@ class ClipAugment:
 
     def apply_frames(self, frames: torch.Tensor, p: CropFlip) -> torch.Tensor:
         """``(..., C, H, W)`` images: crop, resize to ``size`` (antialiased), flip."""
-        x = frames[..., p.top:p.top + p.height, p.left:p.left + p.width]
+        x = frames[..., p.top : p.top + p.height, p.left : p.left + p.width]
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:])
         if tuple(x.shape[-2:]) != tuple(self.size):
@@ -64,7 +65,7 @@ class ClipAugment:
     def apply_flows(self, flows: torch.Tensor, p: CropFlip, in_hw: tuple[int, int]) -> torch.Tensor:
         """``(..., 2, H, W)`` normalised fields: the same crop/resize/flip, values rescaled to the new frame."""
         h, w = in_hw
-        x = flows[..., p.top:p.top + p.height, p.left:p.left + p.width]
+        x = flows[..., p.top : p.top + p.height, p.left : p.left + p.width]
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:])
         if tuple(x.shape[-2:]) != tuple(self.size):

@@ -1,4 +1,5 @@
 """A LightningDataModule over video shards: pairs for stage one, clips for stage two."""
+
 from __future__ import annotations
 
 import pytorch_lightning as pl
@@ -26,11 +27,24 @@ class ShardDataModule(pl.LightningDataModule):
         seed: base seed of shard and frame choices.
     """
 
-    def __init__(self, train_shards: str, val_shards: str | None = None, mode: str = "pairs", batch_size: int = 8,
-                 num_workers: int = 2, max_interval: int = 8, num_frames: int = 9, sampling: str = "consecutive",
-                 size: int | list[int] = 64, epoch_length: int = 1000, val_length: int = 16,
-                 crop_scale: tuple[float, float] = (0.8, 1.0), hflip: bool = True, shuffle_buffer: int = 256,
-                 seed: int = 0):
+    def __init__(
+        self,
+        train_shards: str,
+        val_shards: str | None = None,
+        mode: str = "pairs",
+        batch_size: int = 8,
+        num_workers: int = 2,
+        max_interval: int = 8,
+        num_frames: int = 9,
+        sampling: str = "consecutive",
+        size: int | list[int] = 64,
+        epoch_length: int = 1000,
+        val_length: int = 16,
+        crop_scale: tuple[float, float] = (0.8, 1.0),
+        hflip: bool = True,
+        shuffle_buffer: int = 256,
+        seed: int = 0,
+    ):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r} (use one of {MODES})")
@@ -47,10 +61,23 @@ class ShardDataModule(pl.LightningDataModule):
     def _stream(self, shards: str, train: bool) -> ShardStream:
         h = self.hparams
         rank, world = self._rank()
-        return make_stream(shards, h.mode, batch_size=h.batch_size, length=h.epoch_length if train else h.val_length,
-                           size=h.size if isinstance(h.size, int) else tuple(h.size), max_interval=h.max_interval,
-                           num_frames=h.num_frames, sampling=h.sampling, train=train, crop_scale=tuple(h.crop_scale),
-                           hflip=h.hflip, shuffle_buffer=h.shuffle_buffer, seed=h.seed, rank=rank, world_size=world)
+        return make_stream(
+            shards,
+            h.mode,
+            batch_size=h.batch_size,
+            length=h.epoch_length if train else h.val_length,
+            size=h.size if isinstance(h.size, int) else tuple(h.size),
+            max_interval=h.max_interval,
+            num_frames=h.num_frames,
+            sampling=h.sampling,
+            train=train,
+            crop_scale=tuple(h.crop_scale),
+            hflip=h.hflip,
+            shuffle_buffer=h.shuffle_buffer,
+            seed=h.seed,
+            rank=rank,
+            world_size=world,
+        )
 
     def train_dataloader(self):
         return make_loader(self._stream(self.hparams.train_shards, train=True), self.hparams.num_workers)

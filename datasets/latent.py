@@ -19,6 +19,7 @@ fewer shards than ranks still splits).
 A corrupt sample (a member that does not parse) is skipped, logged with its shard and key, and counted
 in :data:`SKIPPED` of the process that read it; the run goes on.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,7 +27,7 @@ import io
 import json
 import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -36,11 +37,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lvmm.datasets.procedural import DEFAULT_FPS, FAMILIES, _field_px, _sample_params
-from lvmm.datasets.sampling import EpochSampler
 from lvmm.datasets.readers import SAMPLE_ERRORS, dist_info, expand_shards
+from lvmm.datasets.sampling import EpochSampler
 from lvmm.warp import pixels_to_normalised
 
-SHUFFLE_BUFFER = 1000   # samples held for shuffling within a worker
+SHUFFLE_BUFFER = 1000  # samples held for shuffling within a worker
 LATENT_CHANNELS = 4
 SKIPPED: list[str] = []
 """``"shard [key]: reason"`` of every corrupt latent sample this process skipped."""
@@ -54,7 +55,7 @@ def _npy(data: bytes) -> np.ndarray:
 def decode_latent_sample(raw: dict, num_frames: int | None = None) -> dict:
     """One raw webdataset sample (bytes per extension) as the tensors of a batch item."""
     key = raw.get("__key__", "")
-    motion = _npy(raw["motion.npy"]).astype(np.float32)                   # (K+1, C, h, w)
+    motion = _npy(raw["motion.npy"]).astype(np.float32)  # (K+1, C, h, w)
     if motion.ndim != 4 or motion.shape[0] < 2:
         raise ValueError(f"{key}: motion.npy has shape {motion.shape}, expected (K+1, C, h, w) with K >= 1")
     z = motion[1:]
@@ -66,10 +67,16 @@ def decode_latent_sample(raw: dict, num_frames: int | None = None) -> dict:
     txt_emb = _npy(raw["txt_emb.npy"]).astype(np.float32) if "txt_emb.npy" in raw else np.zeros_like(img_emb)
     meta = json.loads(raw["json"]) if "json" in raw else {}
     first = np.array(Image.open(io.BytesIO(raw["first.png"])).convert("RGB"))
-    return {"z0": torch.from_numpy(motion[0]), "z": torch.from_numpy(np.ascontiguousarray(z)),
-            "img_emb": torch.from_numpy(img_emb), "txt_emb": torch.from_numpy(txt_emb),
-            "has_txt": bool(np.any(txt_emb != 0)), "label": int(meta.get("label", -1)),
-            "first": torch.from_numpy(first).permute(2, 0, 1).float() / 255.0, "key": key}
+    return {
+        "z0": torch.from_numpy(motion[0]),
+        "z": torch.from_numpy(np.ascontiguousarray(z)),
+        "img_emb": torch.from_numpy(img_emb),
+        "txt_emb": torch.from_numpy(txt_emb),
+        "has_txt": bool(np.any(txt_emb != 0)),
+        "label": int(meta.get("label", -1)),
+        "first": torch.from_numpy(first).permute(2, 0, 1).float() / 255.0,
+        "key": key,
+    }
 
 
 def decode_or_skip(raw: dict, num_frames: int | None = None) -> dict | None:
@@ -110,10 +117,19 @@ def collate(items: Sequence[dict]) -> dict:
     return out
 
 
-def latent_pipeline(shards: str | Sequence[str], batch_size: int, *, num_frames: int | None = None,
-                    resampled: bool = True, epoch_length: int | None = None, num_workers: int = 0,
-                    shuffle: bool = True, seed: int = 0, rank: int | None = None,
-                    world_size: int | None = None) -> wds.DataPipeline:
+def latent_pipeline(
+    shards: str | Sequence[str],
+    batch_size: int,
+    *,
+    num_frames: int | None = None,
+    resampled: bool = True,
+    epoch_length: int | None = None,
+    num_workers: int = 0,
+    shuffle: bool = True,
+    seed: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> wds.DataPipeline:
     """A webdataset pipeline of latent motion batches (see the module docs for DDP behaviour).
 
     ``epoch_length``: batches per rank per epoch (spread over the workers); needed with ``resampled``.
@@ -132,8 +148,11 @@ def latent_pipeline(shards: str | Sequence[str], batch_size: int, *, num_frames:
         stages.append(functools.partial(split_by_rank_rounds, rank=rank, world_size=world_size))
     if shuffle:
         stages.append(wds.shuffle(SHUFFLE_BUFFER))
-    stages += [wds.map(functools.partial(decode_or_skip, num_frames=num_frames)), wds.select(lambda x: x is not None),
-               wds.batched(batch_size, collation_fn=collate, partial=not resampled)]
+    stages += [
+        wds.map(functools.partial(decode_or_skip, num_frames=num_frames)),
+        wds.select(lambda x: x is not None),
+        wds.batched(batch_size, collation_fn=collate, partial=not resampled),
+    ]
     pipeline = wds.DataPipeline(*stages)
     if epoch_length:
         pipeline = pipeline.with_epoch(math.ceil(epoch_length / max(1, num_workers)))
@@ -153,41 +172,75 @@ class LatentDataModule(pl.LightningDataModule):
         resampled: draw training shards at random with replacement (needed for even DDP ranks).
     """
 
-    def __init__(self, train_shards: str | list[str], val_shards: str | list[str] | None = None, batch_size: int = 16,
-                 num_workers: int = 4, num_frames: int | None = None, epoch_length: int = 1000, resampled: bool = True):
+    def __init__(
+        self,
+        train_shards: str | list[str],
+        val_shards: str | list[str] | None = None,
+        batch_size: int = 16,
+        num_workers: int = 4,
+        num_frames: int | None = None,
+        epoch_length: int = 1000,
+        resampled: bool = True,
+    ):
         super().__init__()
         self.train_shards, self.val_shards = train_shards, val_shards
         self.batch_size, self.num_workers, self.num_frames = batch_size, num_workers, num_frames
         self.epoch_length, self.resampled = epoch_length, resampled
 
     def _loader(self, pipeline: wds.DataPipeline) -> wds.WebLoader:
-        return wds.WebLoader(pipeline, batch_size=None, num_workers=self.num_workers,
-                             persistent_workers=self.num_workers > 0)
+        return wds.WebLoader(
+            pipeline, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0
+        )
 
     def train_dataloader(self):
-        return self._loader(latent_pipeline(self.train_shards, self.batch_size, num_frames=self.num_frames,
-                                            resampled=self.resampled, epoch_length=self.epoch_length,
-                                            num_workers=self.num_workers))
+        return self._loader(
+            latent_pipeline(
+                self.train_shards,
+                self.batch_size,
+                num_frames=self.num_frames,
+                resampled=self.resampled,
+                epoch_length=self.epoch_length,
+                num_workers=self.num_workers,
+            )
+        )
 
     def val_dataloader(self):
         if self.val_shards is None:
             return []
-        trainer = getattr(self, "trainer", None)   # worker processes do not see torch.distributed
+        trainer = getattr(self, "trainer", None)  # worker processes do not see torch.distributed
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (None, None)
-        return self._loader(latent_pipeline(self.val_shards, self.batch_size, num_frames=self.num_frames,
-                                            resampled=False, shuffle=False, num_workers=self.num_workers,
-                                            rank=rank, world_size=world))
+        return self._loader(
+            latent_pipeline(
+                self.val_shards,
+                self.batch_size,
+                num_frames=self.num_frames,
+                resampled=False,
+                shuffle=False,
+                num_workers=self.num_workers,
+                rank=rank,
+                world_size=world,
+            )
+        )
 
 
 # ----- synthetic latents ---------------------------------------------------------------------------------
+
 
 def unit_vector(rng: np.random.Generator, dim: int) -> np.ndarray:
     v = rng.standard_normal(dim).astype(np.float32)
     return v / np.linalg.norm(v)  # ImageBind embeddings are unit-normalised too
 
 
-def synthetic_latent_clip(seed: int, index: int, *, size: int = 8, num_frames: int = 8, emb_dim: int = 1024,
-                          fps: float = DEFAULT_FPS, families: Sequence[str] = FAMILIES) -> dict:
+def synthetic_latent_clip(
+    seed: int,
+    index: int,
+    *,
+    size: int = 8,
+    num_frames: int = 8,
+    emb_dim: int = 1024,
+    fps: float = DEFAULT_FPS,
+    families: Sequence[str] = FAMILIES,
+) -> dict:
     """One synthetic latent clip: a procedural motion family's fields at the latent size.
 
     Channels of z_k: (dx, dy, (dx + dy)/sqrt 2, (dx - dy)/sqrt 2), in normalised units, so all four
@@ -199,8 +252,10 @@ def synthetic_latent_clip(seed: int, index: int, *, size: int = 8, num_frames: i
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
     fam = families[int(rng.integers(0, len(families)))]
     p = _sample_params(fam, rng, size, size)
-    theta = torch.from_numpy((2 * math.pi * p["frequency_hz"] * np.arange(num_frames + 1) / fps + p["phase"]).astype(np.float32))
-    u = _field_px(fam, p, theta, size, size)                              # (K+1, 2, h, w) pixels
+    theta = torch.from_numpy(
+        (2 * math.pi * p["frequency_hz"] * np.arange(num_frames + 1) / fps + p["phase"]).astype(np.float32)
+    )
+    u = _field_px(fam, p, theta, size, size)  # (K+1, 2, h, w) pixels
     d = pixels_to_normalised(u - u[:1], size, size)
     z = torch.cat([d, (d[:, :1] + d[:, 1:]) / math.sqrt(2), (d[:, :1] - d[:, 1:]) / math.sqrt(2)], 1)
     ramp = (torch.arange(size) + 0.5) / size * 2 - 1
@@ -210,9 +265,16 @@ def synthetic_latent_clip(seed: int, index: int, *, size: int = 8, num_frames: i
     z0 = torch.stack([region, xs, ys, torch.zeros_like(xs)])
     label = FAMILIES.index(fam)
     text = unit_vector(np.random.default_rng([1234, label]), emb_dim)
-    return {"z0": z0.float(), "z": z[1:].float(), "img_emb": torch.from_numpy(unit_vector(rng, emb_dim)),
-            "txt_emb": torch.from_numpy(text), "has_txt": True, "label": label,
-            "first": torch.zeros(3, 4 * size, 4 * size), "key": f"synthetic-{seed}-{index:08d}"}
+    return {
+        "z0": z0.float(),
+        "z": z[1:].float(),
+        "img_emb": torch.from_numpy(unit_vector(rng, emb_dim)),
+        "txt_emb": torch.from_numpy(text),
+        "has_txt": True,
+        "label": label,
+        "first": torch.zeros(3, 4 * size, 4 * size),
+        "key": f"synthetic-{seed}-{index:08d}",
+    }
 
 
 def synthetic_decode(z: torch.Tensor) -> torch.Tensor:
@@ -241,8 +303,17 @@ class SyntheticLatentDataModule(pl.LightningDataModule):
         train_length, val_length: clips; seed: the corpus (validation uses ``seed + 1``).
     """
 
-    def __init__(self, size: int = 8, num_frames: int = 8, emb_dim: int = 1024, train_length: int = 2048,
-                 val_length: int = 64, seed: int = 0, batch_size: int = 16, num_workers: int = 0):
+    def __init__(
+        self,
+        size: int = 8,
+        num_frames: int = 8,
+        emb_dim: int = 1024,
+        train_length: int = 2048,
+        val_length: int = 64,
+        seed: int = 0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ):
         super().__init__()
         self.kw = dict(size=size, num_frames=num_frames, emb_dim=emb_dim)
         self.train_length, self.val_length, self.seed = train_length, val_length, seed
@@ -256,9 +327,16 @@ class SyntheticLatentDataModule(pl.LightningDataModule):
 
     def train_dataloader(self):
         # an order per (seed, epoch) that skips ahead on resume (lvmm.stages.resume.ExactResume)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=EpochSampler(len(self.train_set), self.seed),
-                          drop_last=True, num_workers=self.num_workers, collate_fn=collate)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=EpochSampler(len(self.train_set), self.seed),
+            drop_last=True,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+        )
 
     def val_dataloader(self):
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          collate_fn=collate)
+        return DataLoader(
+            self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, collate_fn=collate
+        )

@@ -12,6 +12,7 @@ The input stream yields ready-made batches of sub-clips, each from one input sha
 batch flagged ``last`` (an input shard with nothing usable still yields one empty, last batch), so
 the writer knows when an output shard is complete even with several workers.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,8 @@ import json
 import os
 import tarfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -46,7 +47,9 @@ def _manifest_rows(manifest: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            warnings.warn(f"{manifest}:{n + 1}: ignoring a torn manifest line (an interrupted run); its shard is redone")
+            warnings.warn(
+                f"{manifest}:{n + 1}: ignoring a torn manifest line (an interrupted run); its shard is redone"
+            )
             continue
         if isinstance(row, dict) and "input" in row:
             rows.append(row)
@@ -122,9 +125,18 @@ class VideoClipBatches(IterableDataset):
         rank, world_size: this process's place; read from torch.distributed when None.
     """
 
-    def __init__(self, shards: list[str], num_frames: int = 9, stride: int = 4, max_segments: int | None = None,
-                 batch_size: int = 8, skip: set[str] | None = None, rank: int | None = None, world_size: int | None = None,
-                 sampling: str = "consecutive"):
+    def __init__(
+        self,
+        shards: list[str],
+        num_frames: int = 9,
+        stride: int = 4,
+        max_segments: int | None = None,
+        batch_size: int = 8,
+        skip: set[str] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        sampling: str = "consecutive",
+    ):
         if sampling not in ("consecutive", "random_sorted"):
             raise ValueError(f"unknown sampling {sampling!r} (use 'consecutive' or 'random_sorted')")
         self.sampling = sampling
@@ -142,12 +154,20 @@ class VideoClipBatches(IterableDataset):
         mine = self.shards[rank::world]
         info = get_worker_info()
         if info is not None:
-            mine = mine[info.id::info.num_workers]
+            mine = mine[info.id :: info.num_workers]
         return [s for s in mine if Path(s).name not in self.skip]
 
     def _empty(self, shard: str, failed: list, videos: int, last: bool, unreadable: str | None = None) -> dict:
-        return {"source": shard, "last": last, "frames": torch.zeros(0), "keys": [], "meta": [], "failed": failed,
-                "videos": videos, "unreadable": unreadable}
+        return {
+            "source": shard,
+            "last": last,
+            "frames": torch.zeros(0),
+            "keys": [],
+            "meta": [],
+            "failed": failed,
+            "videos": videos,
+            "unreadable": unreadable,
+        }
 
     def __iter__(self):
         for shard in self.assigned():
@@ -161,7 +181,7 @@ class VideoClipBatches(IterableDataset):
                 continue
             for key, raw in samples:
                 try:
-                    sample = decode(dict(raw, __key__=key))   # a corrupt json raises ValueError too
+                    sample = decode(dict(raw, __key__=key))  # a corrupt json raises ValueError too
                     frames = sample.frames(None)
                 except (MediaError, ValueError) as e:
                     failed.append(f"{shard}:{key}: {e}")
@@ -169,32 +189,58 @@ class VideoClipBatches(IterableDataset):
                 videos += 1
                 caption, meta = sample.caption, sample.meta
                 for name, idx in self._clips(key, len(frames)):
-                    clip_meta = {"source_key": key, "source_shard": Path(shard).name, "frame_indices": idx,
-                                 "caption": caption, "label": sample.label, "family": meta.get("class_name", ""),
-                                 "subject": meta.get("subject"), "sampling": self.sampling}
+                    clip_meta = {
+                        "source_key": key,
+                        "source_shard": Path(shard).name,
+                        "frame_indices": idx,
+                        "caption": caption,
+                        "label": sample.label,
+                        "family": meta.get("class_name", ""),
+                        "subject": meta.get("subject"),
+                        "sampling": self.sampling,
+                    }
                     pending.append((name, frames[idx], clip_meta))
                     if len(pending) == self.batch_size:
                         yield self._batch(shard, pending, failed, videos, last=False)
                         pending, failed, videos = [], [], 0
-            yield self._batch(shard, pending, failed, videos, last=True) if pending else self._empty(shard, failed, videos, last=True)
+            yield (
+                self._batch(shard, pending, failed, videos, last=True)
+                if pending
+                else self._empty(shard, failed, videos, last=True)
+            )
 
     def _clips(self, key: str, t: int) -> list[tuple[str, list[int]]]:
         """(output key, frame indices) of the sub-clips of a ``t``-frame video."""
         if self.sampling == "random_sorted":
             if t < self.num_frames:
-                return []   # too short for N distinct frames: no clip, as with windows
+                return []  # too short for N distinct frames: no clip, as with windows
             import random
 
             draws = self.max_segments or 1
-            return [(f"{key}_r{d:03d}", choose_frames(t, self.num_frames, "random_sorted", random.Random(_seed(key, d)), True))
-                    for d in range(draws)]
+            return [
+                (
+                    f"{key}_r{d:03d}",
+                    choose_frames(t, self.num_frames, "random_sorted", random.Random(_seed(key, d)), True),
+                )
+                for d in range(draws)
+            ]
         starts = list(range(0, t - self.num_frames + 1, self.stride))[: self.max_segments]
         return [(f"{key}_s{s:05d}", list(range(s, s + self.num_frames))) for s in starts]
 
     def _batch(self, shard, items, failed, videos, last) -> dict:
-        frames = torch.from_numpy(np.stack([f for _, f, _ in items])).permute(0, 1, 4, 2, 3).float().div_(255)  # (B, T, 3, H, W)
-        return {"source": shard, "last": last, "frames": frames, "keys": [k for k, _, _ in items],
-                "meta": [m for _, _, m in items], "failed": failed, "videos": videos, "unreadable": None}
+        frames = (
+            torch.from_numpy(np.stack([f for _, f, _ in items])).permute(0, 1, 4, 2, 3).float().div_(255)
+        )  # (B, T, 3, H, W)
+        return {
+            "source": shard,
+            "last": last,
+            "frames": frames,
+            "keys": [k for k, _, _ in items],
+            "meta": [m for _, _, m in items],
+            "failed": failed,
+            "videos": videos,
+            "unreadable": None,
+        }
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -255,7 +301,11 @@ class LatentShardWriter(BasePredictionWriter):
         if source not in self.open:
             final = self.out_dir / output_name(source)
             tmp = self.out_dir / f".{final.name}.tmp-rank{self.rank}"
-            self.open[source] = (tarfile.open(tmp, "w"), final, {"read": 0, "kept": 0, "dropped": 0, "failed": 0, "videos": 0, "errors": []})
+            self.open[source] = (
+                tarfile.open(tmp, "w"),
+                final,
+                {"read": 0, "kept": 0, "dropped": 0, "failed": 0, "videos": 0, "errors": []},
+            )
         return self.open[source]
 
     @staticmethod

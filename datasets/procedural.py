@@ -10,11 +10,12 @@ How a clip is made: a photograph crop ``P`` is moved by a periodic field ``u_t``
 exactly ``d_k = u_k - u_0``. Frames are rendered at twice the size and box-filtered down, so that
 re-warping frame 0 with ``d_k`` reproduces frame k only up to interpolation error, as with real video.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytorch_lightning as pl
@@ -27,24 +28,45 @@ from lvmm.warp import pixels_to_normalised, warp
 FAMILIES = ("still", "sway", "ripple", "zoom", "drift", "rotation")
 """Motion families; a family's label is its index here."""
 
-TRAIN_PHOTOS = ("astronaut", "chelsea", "immunohistochemistry", "hubble_deep_field", "retina", "motorcycle",
-                "camera", "coins", "grass", "gravel", "brick", "moon", "clock", "colorwheel")
+TRAIN_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "motorcycle",
+    "camera",
+    "coins",
+    "grass",
+    "gravel",
+    "brick",
+    "moon",
+    "clock",
+    "colorwheel",
+)
 VAL_PHOTOS = ("coffee", "rocket")
 """Photographs held out of training: validation clips and the demo's animations use only these."""
 
-SUPERSAMPLE = 2          # frames are rendered at this multiple of the size, then box-filtered down
-AMPLITUDE_PX_AT_64 = (1.5, 6.0)   # motion amplitude range in pixels of a 64-pixel frame (docs/design.md, The built-in data)
-FREQUENCY_HZ = (0.3, 1.0)         # cycles per second
+SUPERSAMPLE = 2  # frames are rendered at this multiple of the size, then box-filtered down
+AMPLITUDE_PX_AT_64 = (
+    1.5,
+    6.0,
+)  # motion amplitude range in pixels of a 64-pixel frame (docs/design.md, The built-in data)
+FREQUENCY_HZ = (0.3, 1.0)  # cycles per second
 DEFAULT_FPS = 8.0
-REGION_NAMES = (("upper left", "top", "upper right"), ("left", "centre", "right"), ("lower left", "bottom", "lower right"))
+REGION_NAMES = (
+    ("upper left", "top", "upper right"),
+    ("left", "centre", "right"),
+    ("lower left", "bottom", "lower right"),
+)
 
 
 @dataclass
 class MotionClip:
     """One procedural clip: frames, ground-truth fields, and the labels of its motion."""
 
-    frames: np.ndarray        # (T, H, W, 3) uint8
-    flows: np.ndarray         # (T, 2, H, W) float32, normalised units; flows[0] == 0
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    flows: np.ndarray  # (T, 2, H, W) float32, normalised units; flows[0] == 0
     family: str
     label: int
     caption: str
@@ -53,7 +75,7 @@ class MotionClip:
     params: dict = field(default_factory=dict)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_photo(name: str) -> np.ndarray:
     """A scikit-image sample photograph as (H, W, 3) uint8 (grey ones are replicated to RGB)."""
     import skimage.data
@@ -86,7 +108,7 @@ def _crop(photo: np.ndarray, height: int, width: int, rng: np.random.Generator) 
     cw = ch * width / height
     top = rng.uniform(0, ph - ch)
     left = rng.uniform(0, pw - cw)
-    crop = photo[int(top):int(top + ch), int(left):int(left + cw)]
+    crop = photo[int(top) : int(top + ch), int(left) : int(left + cw)]
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     t = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, h, w)
@@ -108,7 +130,7 @@ def _sample_params(family: str, rng: np.random.Generator, height: int, width: in
         "phase": float(rng.uniform(0, 2 * math.pi)),
         "centre": [float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.25, 0.75))],  # (x, y) as fractions
         "radius": float(rng.uniform(0.2, 0.35)),  # fraction of the shorter side
-        "direction": int(rng.integers(0, 2)),      # sway/drift: 0 horizontal, 1 vertical
+        "direction": int(rng.integers(0, 2)),  # sway/drift: 0 horizontal, 1 vertical
         "wavelength": float(rng.uniform(0.3, 0.6)),  # ripple: fraction of the shorter side
     }
     if family == "drift":
@@ -148,14 +170,14 @@ def _field_px(family: str, p: dict, theta: torch.Tensor, height: int, width: int
     zeros = torch.zeros(len(theta), height, width)
     if family == "still":
         return torch.stack([zeros, zeros], 1)
-    mask = torch.exp(-(rx ** 2 + ry ** 2) / (2 * (p["radius"] * short) ** 2))  # soft region (H, W)
+    mask = torch.exp(-(rx**2 + ry**2) / (2 * (p["radius"] * short) ** 2))  # soft region (H, W)
     if family == "sway":
         # anchored at the bottom edge (or the left), growing towards the free end, like a plant
         lever = (1 - ys / height) if p["direction"] == 0 else (1 - xs / width)
         d = amp * s * lever
         return torch.stack([d, zeros], 1) if p["direction"] == 0 else torch.stack([zeros, d], 1)
     if family == "ripple":
-        r = torch.sqrt(rx ** 2 + ry ** 2) + 1e-6
+        r = torch.sqrt(rx**2 + ry**2) + 1e-6
         k = 2 * math.pi / (p["wavelength"] * short)
         wave = amp * torch.sin(k * r - theta.view(-1, 1, 1)) * (0.3 + 0.7 * torch.exp(-r / short))
         return torch.stack([wave * rx / r, wave * ry / r], 1)
@@ -172,9 +194,18 @@ def _field_px(family: str, p: dict, theta: torch.Tensor, height: int, width: int
     raise ValueError(f"unknown family {family!r}")
 
 
-def make_clip(seed: int, index: int = 0, *, height: int = 64, width: int = 64, num_frames: int = 9,
-              split: str = "train", fps: float = DEFAULT_FPS, families: tuple[str, ...] = FAMILIES,
-              family: str | None = None) -> MotionClip:
+def make_clip(
+    seed: int,
+    index: int = 0,
+    *,
+    height: int = 64,
+    width: int = 64,
+    num_frames: int = 9,
+    split: str = "train",
+    fps: float = DEFAULT_FPS,
+    families: tuple[str, ...] = FAMILIES,
+    family: str | None = None,
+) -> MotionClip:
     """Render clip ``index`` of the corpus ``seed``; the same arguments always give the same clip."""
     check_size(height, width)
     if num_frames < 1:
@@ -188,30 +219,55 @@ def make_clip(seed: int, index: int = 0, *, height: int = 64, width: int = 64, n
     t = torch.arange(num_frames, dtype=torch.float64) / fps
     theta = (2 * math.pi * p["frequency_hz"] * t + p["phase"]).float()
     big_h, big_w = height * SUPERSAMPLE, width * SUPERSAMPLE
-    u = _field_px(fam, p, theta, big_h, big_w)       # (T, 2, 2H, 2W) pixels of the big frame
+    u = _field_px(fam, p, theta, big_h, big_w)  # (T, 2, 2H, 2W) pixels of the big frame
     d_big = pixels_to_normalised(u - u[:1], big_h, big_w)
     frames_big = warp(base.expand(num_frames, -1, -1, -1), d_big)  # (T, 3, 2H, 2W)
-    frames = F.avg_pool2d(frames_big, SUPERSAMPLE)                # (T, 3, H, W)
-    flows = F.avg_pool2d(d_big, SUPERSAMPLE)                      # normalised units survive resizing
+    frames = F.avg_pool2d(frames_big, SUPERSAMPLE)  # (T, 3, H, W)
+    flows = F.avg_pool2d(d_big, SUPERSAMPLE)  # normalised units survive resizing
     frames_u8 = (frames.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return MotionClip(frames=frames_u8, flows=flows.numpy().astype(np.float32), family=fam, label=FAMILIES.index(fam),
-                      caption=_caption(fam, p), fps=fps, photo=photo, params=p)
+    return MotionClip(
+        frames=frames_u8,
+        flows=flows.numpy().astype(np.float32),
+        family=fam,
+        label=FAMILIES.index(fam),
+        caption=_caption(fam, p),
+        fps=fps,
+        photo=photo,
+        params=p,
+    )
 
 
 def clip_to_sample(clip: MotionClip, key: str) -> dict:
     """A clip as the tensors the readers yield: frames (T, 3, H, W) float in [0, 1], flows (T, 2, H, W)."""
-    return {"key": key, "frames": torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255.0,
-            "flows": torch.from_numpy(clip.flows), "has_flow": True, "label": clip.label, "caption": clip.caption}
+    return {
+        "key": key,
+        "frames": torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255.0,
+        "flows": torch.from_numpy(clip.flows),
+        "has_flow": True,
+        "label": clip.label,
+        "caption": clip.caption,
+    }
 
 
 class ProceduralClips(Dataset):
     """Map-style dataset of ``length`` procedural clips: item i is always ``make_clip(seed, i, ...)``."""
 
-    def __init__(self, length: int = 1000, seed: int = 0, height: int = 64, width: int = 64, num_frames: int = 9,
-                 split: str = "train", fps: float = DEFAULT_FPS, families: tuple[str, ...] = FAMILIES):
+    def __init__(
+        self,
+        length: int = 1000,
+        seed: int = 0,
+        height: int = 64,
+        width: int = 64,
+        num_frames: int = 9,
+        split: str = "train",
+        fps: float = DEFAULT_FPS,
+        families: tuple[str, ...] = FAMILIES,
+    ):
         check_size(height, width)
         self.length, self.seed, self.split = length, seed, split
-        self.kw = dict(height=height, width=width, num_frames=num_frames, split=split, fps=fps, families=tuple(families))
+        self.kw = dict(
+            height=height, width=width, num_frames=num_frames, split=split, fps=fps, families=tuple(families)
+        )
 
     def __len__(self) -> int:
         return self.length
@@ -226,8 +282,17 @@ class ProceduralPairs(Dataset):
     Items: ``img0``, ``imgk`` (3, H, W) in [0, 1], ``flow`` (2, H, W), ``has_flow`` True, ``k``.
     """
 
-    def __init__(self, length: int = 10000, seed: int = 0, height: int = 64, width: int = 64, max_interval: int = 8,
-                 split: str = "train", fps: float = DEFAULT_FPS, families: tuple[str, ...] = FAMILIES):
+    def __init__(
+        self,
+        length: int = 10000,
+        seed: int = 0,
+        height: int = 64,
+        width: int = 64,
+        max_interval: int = 8,
+        split: str = "train",
+        fps: float = DEFAULT_FPS,
+        families: tuple[str, ...] = FAMILIES,
+    ):
         self.clips = ProceduralClips(length, seed, height, width, max_interval + 1, split, fps, families)
         self.max_interval, self.seed = max_interval, seed
 
@@ -237,7 +302,14 @@ class ProceduralPairs(Dataset):
     def __getitem__(self, i: int) -> dict:
         s = self.clips[i]
         k = int(np.random.default_rng([self.seed, i, 7]).integers(1, self.max_interval + 1))
-        return {"key": s["key"], "img0": s["frames"][0], "imgk": s["frames"][k], "flow": s["flows"][k], "has_flow": True, "k": k}
+        return {
+            "key": s["key"],
+            "img0": s["frames"][0],
+            "imgk": s["frames"][k],
+            "flow": s["flows"][k],
+            "has_flow": True,
+            "k": k,
+        }
 
 
 class ProceduralDataModule(pl.LightningDataModule):
@@ -247,9 +319,20 @@ class ProceduralDataModule(pl.LightningDataModule):
     items; validation uses the held-out photographs. Items have the same keys as the shard readers'.
     """
 
-    def __init__(self, mode: str = "pairs", height: int = 64, width: int = 64, num_frames: int = 9,
-                 max_interval: int = 8, train_length: int = 20000, val_length: int = 64, seed: int = 0,
-                 batch_size: int = 16, num_workers: int = 0, fps: float = DEFAULT_FPS):
+    def __init__(
+        self,
+        mode: str = "pairs",
+        height: int = 64,
+        width: int = 64,
+        num_frames: int = 9,
+        max_interval: int = 8,
+        train_length: int = 20000,
+        val_length: int = 64,
+        seed: int = 0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        fps: float = DEFAULT_FPS,
+    ):
         super().__init__()
         if mode not in ("pairs", "clips"):
             raise ValueError(f"mode must be 'pairs' or 'clips', not {mode!r}")
@@ -265,8 +348,14 @@ class ProceduralDataModule(pl.LightningDataModule):
     def _loader(self, dataset, shuffle: bool):
         from lvmm.datasets.sampling import EpochSampler  # an order per (seed, epoch) that can skip ahead: exact resume
 
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset), self.seed, shuffle),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=shuffle)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochSampler(len(dataset), self.seed, shuffle),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle,
+        )
 
     def train_dataloader(self):
         return self._loader(self.train_set, shuffle=True)

@@ -21,6 +21,7 @@ samples in a row mean the data, not one sample, is broken, and stop the run with
 Stored fields are relative to the clip's first frame, so a sample with fields always starts at its
 frame 0: pairs are (frame 0, frame k), and clip sampling keeps frame 0 first.
 """
+
 from __future__ import annotations
 
 import glob
@@ -31,8 +32,8 @@ import logging
 import os
 import random
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -73,8 +74,10 @@ def expand_shards(spec: str | list[str], allow_remote: bool = False) -> list[str
         for pattern in braceexpand.braceexpand(str(part)):
             if _SCHEME.match(pattern):
                 if not allow_remote:
-                    raise ValueError(f"shard spec {pattern!r}: refusing a remote or 'pipe:' shard spec (it would open a URL "
-                                     "or run a command); use local paths, or allow remote shards explicitly")
+                    raise ValueError(
+                        f"shard spec {pattern!r}: refusing a remote or 'pipe:' shard spec (it would open a URL "
+                        "or run a command); use local paths, or allow remote shards explicitly"
+                    )
                 urls.append(pattern)
                 remote.add(pattern)
             elif any(c in pattern for c in "*?["):
@@ -171,10 +174,16 @@ class PairItems:
         frames = sample.frames(i + k + 1)
         pair = to_float(frames[[i, i + k]])  # (2, 3, H, W)
         h, w = pair.shape[-2:]
-        flow = torch.from_numpy(sample.flows()[k:k + 1]) if sample.has_flow else torch.zeros(1, 2, h, w)
+        flow = torch.from_numpy(sample.flows()[k : k + 1]) if sample.has_flow else torch.zeros(1, 2, h, w)
         pair, flow = self.augment(pair, flow, rng)
-        return {"img0": pair[0], "imgk": pair[1], "flow": flow[0], "has_flow": sample.has_flow, "k": k,
-                "key": sample.key}
+        return {
+            "img0": pair[0],
+            "imgk": pair[1],
+            "flow": flow[0],
+            "has_flow": sample.has_flow,
+            "k": k,
+            "key": sample.key,
+        }
 
 
 def choose_frames(t: int, n: int, sampling: str, rng: random.Random, keep_first: bool) -> list[int]:
@@ -209,8 +218,14 @@ class ClipItems:
         h, w = frames.shape[-2:]
         flows = torch.from_numpy(sample.flows()[idx]) if sample.has_flow else torch.zeros(len(idx), 2, h, w)
         frames, flows = self.augment(frames, flows, rng)
-        return {"frames": frames, "flows": flows, "has_flow": sample.has_flow, "label": sample.label,
-                "caption": sample.caption, "key": sample.key}
+        return {
+            "frames": frames,
+            "flows": flows,
+            "has_flow": sample.has_flow,
+            "label": sample.label,
+            "caption": sample.caption,
+            "key": sample.key,
+        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,8 +246,19 @@ class ShardStream(IterableDataset):
         rank, world_size: this process's place in DDP (default: :func:`dist_info` at iteration time).
     """
 
-    def __init__(self, urls: list[str], make_item: Callable, batch_size: int, length: int, *, train: bool = True,
-                 shuffle_buffer: int = 256, seed: int = 0, rank: int | None = None, world_size: int | None = None):
+    def __init__(
+        self,
+        urls: list[str],
+        make_item: Callable,
+        batch_size: int,
+        length: int,
+        *,
+        train: bool = True,
+        shuffle_buffer: int = 256,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
         super().__init__()
         if batch_size < 1 or length < 1:
             raise ValueError(f"batch_size ({batch_size}) and length ({length}) must be positive")
@@ -240,7 +266,7 @@ class ShardStream(IterableDataset):
         self.train, self.shuffle_buffer, self.seed = train, shuffle_buffer, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        self.skipped: list[str] = []   # "shard [key]: reason" of every corrupt sample this process skipped
+        self.skipped: list[str] = []  # "shard [key]: reason" of every corrupt sample this process skipped
 
     def __len__(self) -> int:
         return self.length
@@ -250,8 +276,10 @@ class ShardStream(IterableDataset):
 
     def _my_urls(self, rank: int, world: int, worker: int, workers: int) -> list[str]:
         if len(self.urls) < world:
-            raise ValueError(f"{len(self.urls)} shards cannot be split over {world} ranks: write more shards "
-                             f"(make_shards --max-samples) so that every rank reads its own")
+            raise ValueError(
+                f"{len(self.urls)} shards cannot be split over {world} ranks: write more shards "
+                f"(make_shards --max-samples) so that every rank reads its own"
+            )
         node = self.urls[rank::world]
         # workers split the rank's shards when there are enough; otherwise they share them (their
         # random streams still differ), which only happens for tiny corpora
@@ -299,13 +327,14 @@ class ShardStream(IterableDataset):
                 yield default_collate(batch)
                 batch, made = [], made + 1
 
-
     def _skip(self, url: str, key: str, error: BaseException, consecutive: int) -> None:
         where = f"{url} [{key}]"
         self.skipped.append(f"{where}: {error}")
         log.warning("skipped corrupt sample %d of this reader: %s: %s", len(self.skipped), where, error)
         if consecutive >= MAX_CONSECUTIVE_SKIPS:
-            raise RuntimeError(f"{consecutive} corrupt samples in a row, the last {where}: {error}; the shards look broken")
+            raise RuntimeError(
+                f"{consecutive} corrupt samples in a row, the last {where}: {error}; the shards look broken"
+            )
 
     def _skip_tar_error(self, error: BaseException) -> bool:
         # webdataset's handler protocol: True = go on; its messages carry the shard's url
@@ -313,11 +342,24 @@ class ShardStream(IterableDataset):
         return True
 
 
-def make_stream(shards: str | list[str], mode: str = "pairs", *, batch_size: int = 8, length: int = 100,
-                size: int | tuple[int, int] = 64, max_interval: int = 8, num_frames: int = 9,
-                sampling: str = "consecutive", train: bool = True, crop_scale: tuple[float, float] = (0.8, 1.0),
-                hflip: bool = True, shuffle_buffer: int = 256, seed: int = 0, rank: int | None = None,
-                world_size: int | None = None) -> ShardStream:
+def make_stream(
+    shards: str | list[str],
+    mode: str = "pairs",
+    *,
+    batch_size: int = 8,
+    length: int = 100,
+    size: int | tuple[int, int] = 64,
+    max_interval: int = 8,
+    num_frames: int = 9,
+    sampling: str = "consecutive",
+    train: bool = True,
+    crop_scale: tuple[float, float] = (0.8, 1.0),
+    hflip: bool = True,
+    shuffle_buffer: int = 256,
+    seed: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> ShardStream:
     """A :class:`ShardStream` of pairs or clips (see the module docstring for the item formats)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (use one of {MODES})")
@@ -326,11 +368,21 @@ def make_stream(shards: str | list[str], mode: str = "pairs", *, batch_size: int
     hw = (size, size) if isinstance(size, int) else tuple(size)
     augment = ClipAugment(hw, scale=tuple(crop_scale), hflip=hflip, train=train)
     make_item = PairItems(augment, max_interval) if mode == "pairs" else ClipItems(augment, num_frames, sampling)
-    return ShardStream(expand_shards(shards), make_item, batch_size, length, train=train,
-                       shuffle_buffer=shuffle_buffer, seed=seed, rank=rank, world_size=world_size)
+    return ShardStream(
+        expand_shards(shards),
+        make_item,
+        batch_size,
+        length,
+        train=train,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )
 
 
 def make_loader(stream: ShardStream, num_workers: int = 0, **kwargs) -> torch.utils.data.DataLoader:
     """A DataLoader over a stream's ready-made batches (``len`` = batches per rank and epoch)."""
-    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers,
-                                       persistent_workers=False, **kwargs)
+    return torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=num_workers, persistent_workers=False, **kwargs
+    )

@@ -20,6 +20,7 @@ Layouts (the names the public releases and LFDM's preprocessing use):
 * ``celebvhq``: ``ROOT/celebvhq_info.json`` and the processed clips ``ROOT/**/<clip_id>.mp4``.
 * ``procedural``: the built-in clips of :mod:`lvmm.datasets.procedural` (no files).
 """
+
 from __future__ import annotations
 
 import csv
@@ -129,14 +130,20 @@ def read_webvid_csv(path: str | os.PathLike) -> list[dict]:
             reader = csv.DictReader(f)
             missing = {"videoid", "name"} - set(reader.fieldnames or ())
             if missing:
-                raise ValueError(f"{path}: not a WebVid-style CSV, missing column(s) {sorted(missing)} "
-                                 "(expected videoid, name, page_dir, contentUrl, duration)")
+                raise ValueError(
+                    f"{path}: not a WebVid-style CSV, missing column(s) {sorted(missing)} "
+                    "(expected videoid, name, page_dir, contentUrl, duration)"
+                )
             rows = list(reader)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e})") from None
     except csv.Error as e:
         raise ValueError(f"{path}: bad CSV ({e})") from None
-    bad = [i for i, row in enumerate(rows) if not isinstance(row.get("videoid"), str) or not isinstance(row.get("name"), str)]
+    bad = [
+        i
+        for i, row in enumerate(rows)
+        if not isinstance(row.get("videoid"), str) or not isinstance(row.get("name"), str)
+    ]
     if bad:
         raise ValueError(f"{path}: line {bad[0] + 2}: a row without videoid or name")
     return rows
@@ -195,8 +202,16 @@ class FolderRecipe(Recipe):
                 caption, error = None, str(e)
             error = error or _caption_error(caption, str(path))
             labels = {"caption": caption} if caption and not error else {}
-            out.append(Source(str(path), _rel(path, self.root), kind, labels,
-                              fps=self.source_fps if kind == "frames" else None, error=error))
+            out.append(
+                Source(
+                    str(path),
+                    _rel(path, self.root),
+                    kind,
+                    labels,
+                    fps=self.source_fps if kind == "frames" else None,
+                    error=error,
+                )
+            )
         return out
 
 
@@ -229,7 +244,11 @@ class WebVidRecipe(Recipe):
             if row.get("duration"):
                 labels["duration"] = row["duration"]
             rel = path.relative_to(self.root).as_posix()
-            out.append(Source(str(path), rel, "video", labels, error=_caption_error(labels["caption"], f"{self.csv_path} ({rel})")))
+            out.append(
+                Source(
+                    str(path), rel, "video", labels, error=_caption_error(labels["caption"], f"{self.csv_path} ({rel})")
+                )
+            )
         return sorted(out, key=lambda s: s.rel)
 
 
@@ -262,8 +281,13 @@ class SubjectSplitRecipe(Recipe):
         return self.split == "all" or self.subject_split(subject) == self.split
 
     def labels(self, subject, class_index: int, caption: str) -> dict:
-        return {"subject": subject, "class": class_index, "class_name": self.classes[class_index],
-                "caption": caption, "split": self.subject_split(subject)}
+        return {
+            "subject": subject,
+            "class": class_index,
+            "class_name": self.classes[class_index],
+            "caption": caption,
+            "split": self.subject_split(subject),
+        }
 
 
 class MUGRecipe(SubjectSplitRecipe):
@@ -276,10 +300,62 @@ class MUGRecipe(SubjectSplitRecipe):
     name = "mug"
     fps = 19.0  # MUG's capture rate
     classes = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
-    train_subjects = ("008", "017", "021", "028", "030", "031", "034", "036", "037", "038", "039", "042", "043",
-                      "044", "045", "055", "060", "061", "062", "063", "071", "075", "076", "077", "083", "084")
-    test_subjects = ("001", "002", "006", "007", "010", "013", "014", "020", "027", "032", "033", "040", "046",
-                     "048", "049", "052", "064", "065", "066", "070", "072", "073", "074", "078", "079", "082")
+    train_subjects = (
+        "008",
+        "017",
+        "021",
+        "028",
+        "030",
+        "031",
+        "034",
+        "036",
+        "037",
+        "038",
+        "039",
+        "042",
+        "043",
+        "044",
+        "045",
+        "055",
+        "060",
+        "061",
+        "062",
+        "063",
+        "071",
+        "075",
+        "076",
+        "077",
+        "083",
+        "084",
+    )
+    test_subjects = (
+        "001",
+        "002",
+        "006",
+        "007",
+        "010",
+        "013",
+        "014",
+        "020",
+        "027",
+        "032",
+        "033",
+        "040",
+        "046",
+        "048",
+        "049",
+        "052",
+        "064",
+        "065",
+        "066",
+        "070",
+        "072",
+        "073",
+        "074",
+        "078",
+        "079",
+        "082",
+    )
 
     def sources(self) -> list[Source]:
         out = []
@@ -291,8 +367,15 @@ class MUGRecipe(SubjectSplitRecipe):
             if expression not in self.classes or not self.keep(subject):
                 continue
             c = self.classes.index(expression)
-            out.append(Source(str(path), _rel(path, self.root), "frames",
-                              self.labels(subject, c, f"a face showing {expression}"), fps=self.fps))
+            out.append(
+                Source(
+                    str(path),
+                    _rel(path, self.root),
+                    "frames",
+                    self.labels(subject, c, f"a face showing {expression}"),
+                    fps=self.fps,
+                )
+            )
         return out
 
 
@@ -309,13 +392,35 @@ class MHADRecipe(SubjectSplitRecipe):
     fps = 30.0
     # LFDM's box from the depth maps, in pixels of the 640x480 RGB frame: x 156..492, y 0..480.
     background_crop = (0.0, 1.0, 156 / 640, 492 / 640)
-    classes = ("right arm swipe to the left", "right arm swipe to the right", "right hand wave",
-               "two hand front clap", "right arm throw", "cross arms in the chest", "basketball shooting",
-               "draw x", "draw circle clockwise", "draw circle counter clockwise", "draw triangle",
-               "right hand bowling", "front boxing", "baseball swing from right", "tennis forehand swing",
-               "two arms curl", "tennis serve", "two hand push", "knock on door", "hand catch",
-               "pick up and throw", "jogging", "walking", "sit to stand", "stand to sit",
-               "forward lunge (left foot forward)", "squat")
+    classes = (
+        "right arm swipe to the left",
+        "right arm swipe to the right",
+        "right hand wave",
+        "two hand front clap",
+        "right arm throw",
+        "cross arms in the chest",
+        "basketball shooting",
+        "draw x",
+        "draw circle clockwise",
+        "draw circle counter clockwise",
+        "draw triangle",
+        "right hand bowling",
+        "front boxing",
+        "baseball swing from right",
+        "tennis forehand swing",
+        "two arms curl",
+        "tennis serve",
+        "two hand push",
+        "knock on door",
+        "hand catch",
+        "pick up and throw",
+        "jogging",
+        "walking",
+        "sit to stand",
+        "stand to sit",
+        "forward lunge (left foot forward)",
+        "squat",
+    )
     train_subjects = (1, 2, 3, 5)
     test_subjects = (4, 6, 7, 8)
     pattern = re.compile(r"^a(\d+)_s(\d+)_t(\d+)(_color)?$")
@@ -348,10 +453,32 @@ class NATOPSRecipe(SubjectSplitRecipe):
     fit = "pad"
     fps = 20.0
     background_crop = (10 / 240, 239 / 240, 30 / 320, 290 / 320)
-    classes = ("I Have Command", "All Clear", "Not Clear", "Spread Wings", "Fold Wings", "Lock Wings", "Up Hook",
-               "Down Hook", "Remove Tiedowns", "Remove Chocks", "Insert Chocks", "Move Ahead", "Turn Left",
-               "Turn Right", "Next Marshaller", "Slow Down", "Stop", "Nosegear Steering", "Hot Brakes",
-               "Brakes On", "Brakes Off", "Install Tiedowns", "Fire", "Cut Engine")
+    classes = (
+        "I Have Command",
+        "All Clear",
+        "Not Clear",
+        "Spread Wings",
+        "Fold Wings",
+        "Lock Wings",
+        "Up Hook",
+        "Down Hook",
+        "Remove Tiedowns",
+        "Remove Chocks",
+        "Insert Chocks",
+        "Move Ahead",
+        "Turn Left",
+        "Turn Right",
+        "Next Marshaller",
+        "Slow Down",
+        "Stop",
+        "Nosegear Steering",
+        "Hot Brakes",
+        "Brakes On",
+        "Brakes Off",
+        "Install Tiedowns",
+        "Fire",
+        "Cut Engine",
+    )
     train_subjects = (3, 4, 8, 9, 12, 13, 15, 17, 19, 20)
     test_subjects = (1, 2, 5, 6, 7, 10, 11, 14, 16, 18)
     pattern = re.compile(r"^g(\d\d)s(\d\d)(?:p(\d\d))?$")
@@ -404,8 +531,13 @@ class CelebVHQRecipe(Recipe):
         emotion = self._emotion(attrs.get("emotion"))
         words = [a.replace("_", " ") for a in actions] + ([f"looks {emotion}"] if emotion else [])
         caption = "a person " + ", ".join(words) if words else "a person's face"
-        return {"caption": caption, "actions": actions, "appearance": appearance, "emotion": emotion,
-                "youtube_id": clip.get("ytb_id")}
+        return {
+            "caption": caption,
+            "actions": actions,
+            "appearance": appearance,
+            "emotion": emotion,
+            "youtube_id": clip.get("ytb_id"),
+        }
 
     def sources(self) -> list[Source]:
         if not self.info.is_file():
@@ -450,18 +582,37 @@ class ProceduralRecipe(Recipe):
         self.families = FAMILIES
 
     def sources(self) -> list[Source]:
-        return [Source(f"{PROCEDURAL_SCHEME}{self.split}:{self.seed}:{i}", f"procedural/{self.split}/{self.seed}/{i:08d}",
-                       "procedural", {"split": self.split}, fps=self.fps) for i in range(self.num_clips)]
+        return [
+            Source(
+                f"{PROCEDURAL_SCHEME}{self.split}:{self.seed}:{i}",
+                f"procedural/{self.split}/{self.seed}/{i:08d}",
+                "procedural",
+                {"split": self.split},
+                fps=self.fps,
+            )
+            for i in range(self.num_clips)
+        ]
 
 
-RECIPES = {r.name: r for r in (FolderRecipe, WebVidRecipe, MUGRecipe, MHADRecipe, NATOPSRecipe, CelebVHQRecipe,
-                                ProceduralRecipe)}
+RECIPES = {
+    r.name: r
+    for r in (FolderRecipe, WebVidRecipe, MUGRecipe, MHADRecipe, NATOPSRecipe, CelebVHQRecipe, ProceduralRecipe)
+}
 """Recipe classes by name (the ``--recipe`` choices of tools/make_shards.py)."""
 
 
-def make_recipe(name: str, root: str | None = None, *, split: str = "all", csv_path: str | None = None,
-                source_fps: float | None = None, num_clips: int = 64, seed: int = 0, fps: float | None = None,
-                info: str | None = None) -> Recipe:
+def make_recipe(
+    name: str,
+    root: str | None = None,
+    *,
+    split: str = "all",
+    csv_path: str | None = None,
+    source_fps: float | None = None,
+    num_clips: int = 64,
+    seed: int = 0,
+    fps: float | None = None,
+    info: str | None = None,
+) -> Recipe:
     """Build recipe ``name`` from the options of the command line (options a recipe does not use are ignored)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r} (choose from {sorted(RECIPES)})")

@@ -6,9 +6,10 @@ its iterator is created, so a resumed run shuffles differently from the run it c
 ``set_epoch``), and :meth:`EpochSampler.skip` drops the indices that the interrupted run had already
 consumed, without loading them (:class:`lvmm.stages.resume.ExactResume` calls it on resume).
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler
@@ -19,8 +20,8 @@ class EpochSampler(Sampler[int]):
 
     def __init__(self, length: int, seed: int = 0, shuffle: bool = True):
         self.length, self.seed, self.shuffle = int(length), int(seed), shuffle
-        self.epoch = 0          # the trainer's epoch (set_epoch)
-        self.offset = 0         # order epoch - trainer epoch: nonzero after a resume (see resume_at)
+        self.epoch = 0  # the trainer's epoch (set_epoch)
+        self.offset = 0  # order epoch - trainer epoch: nonzero after a resume (see resume_at)
         self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -44,6 +44,7 @@ Robustness, in the order a run does things:
   machine, yet runs on a heavily loaded one still differed; their decoded frames agree within
   ``MP4_RERUN_TOLERANCE`` (mean absolute difference, 0-255).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,9 +59,9 @@ import sys
 import tarfile
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -68,12 +69,12 @@ from lvmm.media import DEFAULT_CRF, MediaError, check_frame_count, decode_frames
 
 from .recipes import PROCEDURAL_SCHEME, Source, frame_files
 
-KEY_HASH_CHARS = 16          # hex characters of sha1(rel) in a key: 64 bits, collisions are negligible
-DEFAULT_MAX_SAMPLES = 1000   # samples per shard before a new one is started (whole inputs are never split)
+KEY_HASH_CHARS = 16  # hex characters of sha1(rel) in a key: 64 bits, collisions are negligible
+DEFAULT_MAX_SAMPLES = 1000  # samples per shard before a new one is started (whole inputs are never split)
 DEFAULT_MAX_BYTES = 1 << 30  # bytes per shard before a new one is started
-MIN_CLIP_FRAMES = 2          # a sample needs at least a pair of frames
-TAR_MTIME = 0.0              # fixed member times: the same inputs give byte-identical (npy) shards
-MP4_RERUN_TOLERANCE = 4.0    # mean absolute difference (0-255) of decoded mp4 clips between two runs
+MIN_CLIP_FRAMES = 2  # a sample needs at least a pair of frames
+TAR_MTIME = 0.0  # fixed member times: the same inputs give byte-identical (npy) shards
+MP4_RERUN_TOLERANCE = 4.0  # mean absolute difference (0-255) of decoded mp4 clips between two runs
 FORMATS = ("mp4", "npy")
 FITS = ("crop", "pad")
 
@@ -128,7 +129,7 @@ class SourceResult:
     """What a worker returns for one source: how many samples it spooled, or the reason it failed."""
 
     rel: str
-    spool: str | None = None     # the spool tar holding the encoded samples (None: no samples)
+    spool: str | None = None  # the spool tar holding the encoded samples (None: no samples)
     samples: int = 0
     error: str | None = None
 
@@ -137,14 +138,14 @@ class SourceResult:
 class Summary:
     """The closing account of a run (``this run`` counts exclude inputs finished by earlier runs)."""
 
-    inputs: int = 0                 # inputs of this partition
-    already_done: int = 0           # finished by an earlier run (manifest)
+    inputs: int = 0  # inputs of this partition
+    already_done: int = 0  # finished by an earlier run (manifest)
     previously_failed: list[tuple[str, str]] = field(default_factory=list)
-    read: int = 0                   # inputs read in this run
-    empty: list[tuple[str, str]] = field(default_factory=list)    # readable but too short for one clip
-    failed: list[tuple[str, str]] = field(default_factory=list)   # (rel, reason) unreadable in this run
+    read: int = 0  # inputs read in this run
+    empty: list[tuple[str, str]] = field(default_factory=list)  # readable but too short for one clip
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (rel, reason) unreadable in this run
     clips: int = 0
-    shards: list[str] = field(default_factory=list)               # shards written in this run
+    shards: list[str] = field(default_factory=list)  # shards written in this run
     seconds: float = 0.0
 
     @property
@@ -153,12 +154,16 @@ class Summary:
         return self.read > 0 or self.already_done > 0
 
     def report(self) -> str:
-        lines = [f"{self.inputs} inputs: {self.already_done} already done, {self.read} read, "
-                 f"{len(self.failed)} failed, {len(self.empty)} without a full clip; "
-                 f"{self.clips} clips in {len(self.shards)} new shards in {self.seconds:.1f} s"
-                 + (f" ({self.clips / self.seconds:.1f} clips/s)" if self.seconds > 0 else "")]
+        lines = [
+            f"{self.inputs} inputs: {self.already_done} already done, {self.read} read, "
+            f"{len(self.failed)} failed, {len(self.empty)} without a full clip; "
+            f"{self.clips} clips in {len(self.shards)} new shards in {self.seconds:.1f} s"
+            + (f" ({self.clips / self.seconds:.1f} clips/s)" if self.seconds > 0 else "")
+        ]
         lines += [f"  FAILED {rel}: {why}" for rel, why in self.failed]
-        lines += [f"  failed in an earlier run (use --retry-failed): {rel}: {why}" for rel, why in self.previously_failed]
+        lines += [
+            f"  failed in an earlier run (use --retry-failed): {rel}: {why}" for rel, why in self.previously_failed
+        ]
         lines += [f"  skipped {rel}: {why}" for rel, why in self.empty]
         return "\n".join(lines)
 
@@ -260,8 +265,13 @@ def _resample(frames: Iterator[np.ndarray], pick: Callable[[int], int]) -> Itera
 class Geometry:
     """Background crop, then fit to ``size`` by centre-crop or padding; computed once per source."""
 
-    def __init__(self, in_hw: tuple[int, int], size: tuple[int, int], fit: str,
-                 crop: tuple[float, float, float, float] | None = None):
+    def __init__(
+        self,
+        in_hw: tuple[int, int],
+        size: tuple[int, int],
+        fit: str,
+        crop: tuple[float, float, float, float] | None = None,
+    ):
         h, w = in_hw
         top, bottom, left, right = crop or (0.0, 1.0, 0.0, 1.0)
         y0, y1 = round(top * h), round(bottom * h)
@@ -296,12 +306,13 @@ class Geometry:
             return np.asarray(img)
         out = np.zeros((*self.size, 3), dtype=np.uint8)
         x, y = self.offset
-        out[y:y + self.inner[1], x:x + self.inner[0]] = np.asarray(img)
+        out[y : y + self.inner[1], x : x + self.inner[0]] = np.asarray(img)
         return out
 
 
-def iter_clips(frames: Iterator[tuple[int, np.ndarray]], clip_len: int | None, step: int,
-               max_clips: int | None = None) -> Iterator[tuple[np.ndarray, list[int], int]]:
+def iter_clips(
+    frames: Iterator[tuple[int, np.ndarray]], clip_len: int | None, step: int, max_clips: int | None = None
+) -> Iterator[tuple[np.ndarray, list[int], int]]:
     """Cut ``(source_index, frame)`` into clips of ``clip_len`` every ``step`` frames (None: one whole clip).
 
     Yields ``(frames, source indices, start)`` with ``start`` the clip's first frame on the output time line.
@@ -333,17 +344,30 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_sample(source: Source, frames: np.ndarray, frame_indices: list[int], fps: float | None,
-                  settings: ShardSettings, flows: np.ndarray | None = None, extra: dict | None = None,
-                  start: int | None = None) -> dict:
+def encode_sample(
+    source: Source,
+    frames: np.ndarray,
+    frame_indices: list[int],
+    fps: float | None,
+    settings: ShardSettings,
+    flows: np.ndarray | None = None,
+    extra: dict | None = None,
+    start: int | None = None,
+) -> dict:
     """One clip as the byte members of a webdataset sample (see the module docstring).
 
     ``start`` is the clip's first frame on the output time line (the key); default: ``frame_indices[0]``.
     """
     t, h, w, _ = frames.shape
     labels = dict(source.labels) | (extra or {})
-    meta = {"source": source.rel, "fps": fps, "frame_indices": [int(i) for i in frame_indices],
-            "num_frames": int(t), "width": int(w), "height": int(h)} | labels
+    meta = {
+        "source": source.rel,
+        "fps": fps,
+        "frame_indices": [int(i) for i in frame_indices],
+        "num_frames": int(t),
+        "width": int(w),
+        "height": int(h),
+    } | labels
     sample = {"__key__": sample_key(source.rel, frame_indices[0] if start is None else start)}
     if settings.fmt == "mp4":
         if fps is None:
@@ -362,13 +386,22 @@ def encode_sample(source: Source, frames: np.ndarray, frame_indices: list[int], 
 def _procedural(source: Source, settings: ShardSettings) -> Iterator[dict]:
     from .procedural import make_clip
 
-    split, seed, index = source.path[len(PROCEDURAL_SCHEME):].split(":")
+    split, seed, index = source.path[len(PROCEDURAL_SCHEME) :].split(":")
     h, w = settings.size
     num_frames = settings.clip_len or 9
-    clip = make_clip(int(seed), int(index), height=h, width=w, num_frames=num_frames, split=split,
-                     fps=settings.fps or source.fps)
-    extra = {"caption": clip.caption, "class": clip.label, "class_name": clip.family, "family": clip.family,
-             "photo": clip.photo, "seed": int(seed), "index": int(index), "flow_units": "normalised"}
+    clip = make_clip(
+        int(seed), int(index), height=h, width=w, num_frames=num_frames, split=split, fps=settings.fps or source.fps
+    )
+    extra = {
+        "caption": clip.caption,
+        "class": clip.label,
+        "class_name": clip.family,
+        "family": clip.family,
+        "photo": clip.photo,
+        "seed": int(seed),
+        "index": int(index),
+        "flow_units": "normalised",
+    }
     yield encode_sample(source, clip.frames, list(range(num_frames)), clip.fps, settings, clip.flows, extra)
 
 
@@ -405,8 +438,10 @@ def iter_source_samples(source: Source, settings: ShardSettings) -> Iterator[dic
             if geometry is None:
                 geometry, shape = Geometry(frame.shape[:2], settings.size, settings.fit, source.crop), frame.shape
             elif frame.shape != shape:  # a frame folder of mixed sizes
-                raise MediaError(f"{source.path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, "
-                                 f"the first was {shape[1]}x{shape[0]}")
+                raise MediaError(
+                    f"{source.path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, "
+                    f"the first was {shape[1]}x{shape[0]}"
+                )
             yield i, geometry(frame)
 
     for clip, indices, start in iter_clips(fitted(), settings.clip_len, settings.step, settings.max_clips):
@@ -504,7 +539,7 @@ class Manifest:
         if self.path.exists():
             data = self.path.read_bytes()
             if data and not data.endswith(b"\n"):  # a torn last line: drop it so the next append starts clean
-                keep = data[:data.rfind(b"\n") + 1]
+                keep = data[: data.rfind(b"\n") + 1]
                 with open(self.path, "r+b") as f:
                     f.truncate(len(keep))
                     os.fsync(f.fileno())
@@ -608,9 +643,11 @@ def _settings_check(path: Path, settings: ShardSettings, corpus: dict | None) ->
             raise ValueError(f"{path}: unreadable settings file ({e}); write to a new --name or folder") from None
         if stored != wanted:
             differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-            raise ValueError(f"{path}: these shards were made with other settings or another corpus ({', '.join(differ)} "
-                             f"differ: stored {({k: stored.get(k) for k in differ})}, now {({k: wanted.get(k) for k in differ})}); "
-                             "rerun with the same settings or write to a new --name or folder")
+            raise ValueError(
+                f"{path}: these shards were made with other settings or another corpus ({', '.join(differ)} "
+                f"differ: stored { ({k: stored.get(k) for k in differ}) }, now { ({k: wanted.get(k) for k in differ}) }); "
+                "rerun with the same settings or write to a new --name or folder"
+            )
     else:
         from lvmm.media import atomic_write_bytes
 
@@ -629,8 +666,10 @@ class _Lock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(self.fd)
-            raise ValueError(f"{path}: another run is writing these shards now (the lock is held); "
-                             "wait for it to finish, or write to another --name or folder") from None
+            raise ValueError(
+                f"{path}: another run is writing these shards now (the lock is held); "
+                "wait for it to finish, or write to another --name or folder"
+            ) from None
 
     def release(self) -> None:
         os.close(self.fd)  # closing the descriptor releases the flock
@@ -659,8 +698,9 @@ def _default_log(message: str) -> None:
     tqdm.write(f"[make_shards] {message}", file=sys.stderr)  # keeps an active progress bar intact
 
 
-def _results(pending: list[Source], settings: ShardSettings, spool_of: Callable[[int], Path],
-             workers: int) -> Iterator[SourceResult]:
+def _results(
+    pending: list[Source], settings: ShardSettings, spool_of: Callable[[int], Path], workers: int
+) -> Iterator[SourceResult]:
     """:class:`SourceResult` of each pending source, in order; with ``workers > 1`` from a process pool.
 
     A worker that dies raises :class:`WorkerDied` here (``concurrent.futures`` notices a dead
@@ -679,25 +719,43 @@ def _results(pending: list[Source], settings: ShardSettings, spool_of: Callable[
     try:
         submitted = 0
         while submitted < len(pending) or futures:
-            while submitted < len(pending) and len(futures) < 2 * workers:  # bounded: spools wait on disk, not in memory
-                futures.append((pending[submitted], pool.submit(process_source, pending[submitted], settings, spool_of(submitted))))
+            while (
+                submitted < len(pending) and len(futures) < 2 * workers
+            ):  # bounded: spools wait on disk, not in memory
+                futures.append(
+                    (pending[submitted], pool.submit(process_source, pending[submitted], settings, spool_of(submitted)))
+                )
                 submitted += 1
             source, future = futures.popleft()
             try:
                 result = future.result()
             except BrokenProcessPool:
-                raise WorkerDied(f"a worker process died (killed or out of memory) while the run was at {source.path}; "
-                                 "finished shards are kept: rerun the same command to finish the job") from None
+                raise WorkerDied(
+                    f"a worker process died (killed or out of memory) while the run was at {source.path}; "
+                    "finished shards are kept: rerun the same command to finish the job"
+                ) from None
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_shards(sources: list[Source], out_dir: str | os.PathLike, name: str, settings: ShardSettings, *,
-                 workers: int = 1, partition: int = 0, num_partitions: int = 1,
-                 max_samples: int = DEFAULT_MAX_SAMPLES, max_bytes: int = DEFAULT_MAX_BYTES,
-                 retry_failed: bool = False, progress: bool = True, corpus: dict | None = None,
-                 on_shard: Callable[[Path], None] | None = None, log: Callable[[str], None] | None = None) -> Summary:
+def write_shards(
+    sources: list[Source],
+    out_dir: str | os.PathLike,
+    name: str,
+    settings: ShardSettings,
+    *,
+    workers: int = 1,
+    partition: int = 0,
+    num_partitions: int = 1,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    retry_failed: bool = False,
+    progress: bool = True,
+    corpus: dict | None = None,
+    on_shard: Callable[[Path], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Summary:
     """Write this partition's ``sources`` as shards ``out_dir/PREFIX-%06d.tar``, resuming a previous run.
 
     Args:
@@ -721,14 +779,44 @@ def write_shards(sources: list[Source], out_dir: str | os.PathLike, name: str, s
     prefix = shard_prefix(name, partition, num_partitions)
     lock = _Lock(out / f".{prefix}.lock")
     try:
-        return _write(sources, out, prefix, settings, workers, partition, num_partitions, max_samples, max_bytes,
-                      retry_failed, progress, corpus, on_shard, log, started)
+        return _write(
+            sources,
+            out,
+            prefix,
+            settings,
+            workers,
+            partition,
+            num_partitions,
+            max_samples,
+            max_bytes,
+            retry_failed,
+            progress,
+            corpus,
+            on_shard,
+            log,
+            started,
+        )
     finally:
         lock.release()
 
 
-def _write(sources, out, prefix, settings, workers, partition, num_partitions, max_samples, max_bytes,
-           retry_failed, progress, corpus, on_shard, log, started) -> Summary:
+def _write(
+    sources,
+    out,
+    prefix,
+    settings,
+    workers,
+    partition,
+    num_partitions,
+    max_samples,
+    max_bytes,
+    retry_failed,
+    progress,
+    corpus,
+    on_shard,
+    log,
+    started,
+) -> Summary:
     _settings_check(out / f"{prefix}.settings.json", settings, corpus)
     manifest = Manifest(out / f"{prefix}.manifest.jsonl", log)
     _clean_leftovers(out, prefix, manifest, log)
@@ -769,8 +857,12 @@ def _write(sources, out, prefix, settings, workers, partition, num_partitions, m
         current.close()
         manifest.append({"writing": current.final.name})
         current.rename()
-        entry = {"shard": current.final.name, "inputs": current.inputs + empty_inputs,
-                 "samples": current.samples, "bytes": current.nbytes}
+        entry = {
+            "shard": current.final.name,
+            "inputs": current.inputs + empty_inputs,
+            "samples": current.samples,
+            "bytes": current.nbytes,
+        }
         if open_rel is not None:
             entry["open"] = {"rel": open_rel, "samples": open_samples}
         manifest.append(entry)
@@ -787,7 +879,7 @@ def _write(sources, out, prefix, settings, workers, partition, num_partitions, m
         bar = tqdm(total=len(pending), unit="input", desc=prefix, dynamic_ncols=True, file=sys.stderr)
     spool_dir = out
     try:
-        spool_of = lambda i: spool_dir / f".{prefix}.spool-{i:06d}.tar.tmp{os.getpid()}"  # noqa: E731
+        spool_of = lambda i: spool_dir / f".{prefix}.spool-{i:06d}.tar.tmp{os.getpid()}"
         for result in _results(pending, settings, spool_of, workers):
             if result.error is not None:
                 log(f"skipping unreadable input: {result.error}")
@@ -807,7 +899,11 @@ def _write(sources, out, prefix, settings, workers, partition, num_partitions, m
                         if n < skip:
                             continue
                         size = sum(tar_bytes(len(v)) for k, v in sample.items() if k != "__key__")
-                        if current is not None and current.samples and tar_file_bytes(current.nbytes + size) > max_bytes:
+                        if (
+                            current is not None
+                            and current.samples
+                            and tar_file_bytes(current.nbytes + size) > max_bytes
+                        ):
                             commit(result.rel if written else None, written)
                         if current is None:
                             current = new_shard()

@@ -4,4 +4,5 @@
 It imports nothing from `lvmm.stages` (training) or `lvmm.datasets` (data) so that generation works
 from the networks alone.
 """
+
 __version__ = "0.1.0"

@@ -15,11 +15,12 @@
 A loop plays frames 1..K-1: loop guidance pulls z_K to z_1, so frame K would repeat frame 1 at the
 wrap. Each seed has its own random generator, so a seed's animation does not depend on the batch.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -55,19 +56,21 @@ class AnimationError(ValueError):
 class AnimationOptions:
     """How to sample and render one animation."""
 
-    num_frames: int | None = None      # K generated frames; default: the stage-two training length
-    sampler: str = "ddim"              # "ddpm", "ddim" or "dpmsolver++"
+    num_frames: int | None = None  # K generated frames; default: the stage-two training length
+    sampler: str = "ddim"  # "ddpm", "ddim" or "dpmsolver++"
     steps: int = 50
-    eta: float = 0.0                   # DDIM only
-    guidance_scale: float = 1.0        # classifier-free weight w (0: conditional only)
-    loop_guidance: float = 0.0         # mu of loop self-guidance (0: off; a seamless loop needs > 0)
-    loop_velocity: float = 0.0         # weight of the optional velocity term
+    eta: float = 0.0  # DDIM only
+    guidance_scale: float = 1.0  # classifier-free weight w (0: conditional only)
+    loop_guidance: float = 0.0  # mu of loop self-guidance (0: off; a seamless loop needs > 0)
+    loop_velocity: float = 0.0  # weight of the optional velocity term
     loop_schedule: tuple[float, float] = (LOOP_GUIDANCE_START, 1.0)  # fraction of the steps where it acts
-    slow_motion: int = 1               # N: insert N - 1 interpolated fields between neighbours
-    chunk_size: int = 8                # frames rendered at once (memory; the result does not depend on it)
-    fit: str = "resize"                # "resize" or "pad" to the working size
-    size: int | None = None            # working short side; default: the training size
-    field_transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # edits decoded fields (B, K, 3, h, w) before rendering
+    slow_motion: int = 1  # N: insert N - 1 interpolated fields between neighbours
+    chunk_size: int = 8  # frames rendered at once (memory; the result does not depend on it)
+    fit: str = "resize"  # "resize" or "pad" to the working size
+    size: int | None = None  # working short side; default: the training size
+    field_transform: Callable[[torch.Tensor], torch.Tensor] | None = (
+        None  # edits decoded fields (B, K, 3, h, w) before rendering
+    )
 
 
 @dataclass
@@ -81,8 +84,8 @@ class Animation:
     """
 
     seed: int
-    frames: np.ndarray                 # (T, H, W, 3) uint8, as played
-    fields: torch.Tensor               # (T, 3, h, w) float, (dx, dy, w) in normalised units, as played
+    frames: np.ndarray  # (T, H, W, 3) uint8, as played
+    fields: torch.Tensor  # (T, 3, h, w) float, (dx, dy, w) in normalised units, as played
     loop: bool
     working_size: tuple[int, int] = (0, 0)
     metrics: dict = field(default_factory=dict)
@@ -100,9 +103,9 @@ def interpolate_fields(fields: torch.Tensor, factor: int, wrap: bool = False) ->
         return fields
     seq = torch.cat([fields, fields[..., :1, :, :, :]], dim=-4) if wrap else fields
     a, b = seq[..., :-1, :, :, :], seq[..., 1:, :, :, :]
-    weights = torch.arange(factor, dtype=fields.dtype, device=fields.device) / factor   # (N,)
+    weights = torch.arange(factor, dtype=fields.dtype, device=fields.device) / factor  # (N,)
     w = weights.view(*([1] * (a.dim() - 4)), 1, factor, 1, 1, 1)
-    mixed = a.unsqueeze(-4) * (1 - w) + b.unsqueeze(-4) * w                               # (..., T-1, N, C, h, w)
+    mixed = a.unsqueeze(-4) * (1 - w) + b.unsqueeze(-4) * w  # (..., T-1, N, C, h, w)
     out = mixed.flatten(-5, -4)
     return out if wrap else torch.cat([out, fields[..., -1:, :, :, :]], dim=-4)
 
@@ -124,13 +127,15 @@ class PaddedDenoiser:
         self.unet, self.multiple = unet, int(multiple)
         self.cond_dim = getattr(unet, "cond_dim", None)
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, appearance: torch.Tensor | None = None, **kw) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, appearance: torch.Tensor | None = None, **kw
+    ) -> torch.Tensor:
         h, w = x.shape[-2:]
         ph, pw = -h % self.multiple, -w % self.multiple
         if not (ph or pw):
             return self.unet(x, t, z0=z0, appearance=appearance, **kw)
-        pad = lambda a: None if a is None else F.pad(a, (0, pw, 0, ph), mode="replicate")  # noqa: E731
-        x = F.pad(x, (0, pw, 0, ph, 0, 0), mode="replicate")                          # (B, C, T, h + ph, w + pw)
+        pad = lambda a: None if a is None else F.pad(a, (0, pw, 0, ph), mode="replicate")
+        x = F.pad(x, (0, pw, 0, ph, 0, 0), mode="replicate")  # (B, C, T, h + ph, w + pw)
         return self.unet(x, t, z0=pad(z0), appearance=pad(appearance), **kw)[..., :h, :w]
 
 
@@ -141,19 +146,31 @@ class Animator:
     whose embedding size matches the stage-two model's condition size.
     """
 
-    def __init__(self, motion: MotionModel, unet, config, extra: dict, encoder, device: torch.device | str | None = None):
-        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    def __init__(
+        self, motion: MotionModel, unet, config, extra: dict, encoder, device: torch.device | str | None = None
+    ):
+        self.device = (
+            torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self.motion, self.unet = motion.to(self.device).eval(), unet.to(self.device).eval()
         self.config, self.extra, self.encoder = config, extra, encoder
         if encoder is not None and encoder.dim != extra["cond_dim"]:
-            raise AnimationError(f"ImageBind embeddings have {encoder.dim} dimensions but the stage-two model expects "
-                                 f"{extra['cond_dim']}: use the ImageBind weights the latents were made with")
+            raise AnimationError(
+                f"ImageBind embeddings have {encoder.dim} dimensions but the stage-two model expects "
+                f"{extra['cond_dim']}: use the ImageBind weights the latents were made with"
+            )
         self.step = max(SIZE_STEP, motion.latent_downsample)
         self.denoiser = PaddedDenoiser(self.unet, int(extra.get("latent_multiple", 1)))
 
     @classmethod
-    def from_checkpoints(cls, stage_two: str | Path, stage_one: str | Path | None = None, imagebind: str | None = None,
-                         imagebind_config: str | None = None, device=None) -> "Animator":
+    def from_checkpoints(
+        cls,
+        stage_two: str | Path,
+        stage_one: str | Path | None = None,
+        imagebind: str | None = None,
+        imagebind_config: str | None = None,
+        device=None,
+    ) -> Animator:
         """Load both stages (stage one defaults to the path recorded in the stage-two checkpoint)."""
         from lvmm.imagebind import ImageBindEncoder
 
@@ -163,13 +180,17 @@ class Animator:
             raise AnimationError(f"{stage_two}: records no stage-one checkpoint; pass one explicitly")
         motion = MotionModel.from_checkpoint(stage_one)
         try:
-            encoder = ImageBindEncoder(weights=imagebind, config=imagebind_config or ("huge" if imagebind else "tiny"), device=device)
+            encoder = ImageBindEncoder(
+                weights=imagebind, config=imagebind_config or ("huge" if imagebind else "tiny"), device=device
+            )
         except ValueError as e:
             raise AnimationError(str(e)) from e
         return cls(motion, unet, config, extra, encoder, device)
 
     # ------------------------------------------------------------------ conditions
-    def _prompt_embedding(self, prompt: str | None, audio: str | None, image: str | np.ndarray | None) -> torch.Tensor | None:
+    def _prompt_embedding(
+        self, prompt: str | None, audio: str | None, image: str | np.ndarray | None
+    ) -> torch.Tensor | None:
         given = [x is not None for x in (prompt, audio, image)]
         if sum(given) > 1:
             raise AnimationError("give at most one of a text prompt, an audio file or a condition image")
@@ -195,7 +216,7 @@ class Animator:
     def _prepare(self, image: np.ndarray, options: AnimationOptions) -> tuple[torch.Tensor, tuple[float, float]]:
         """The working image (1, 3, h', w') and the fraction of it the photo covers (1, 1 unless padded)."""
         h, w = image.shape[:2]
-        x = to_float(image)[None].to(self.device)                                   # (1, 3, H, W)
+        x = to_float(image)[None].to(self.device)  # (1, 3, H, W)
         short = self.working_short_side(h, w, options)
         if options.fit == "pad":
             scale = short / min(h, w)
@@ -206,12 +227,23 @@ class Animator:
         if options.fit != "resize":
             raise AnimationError(f"fit must be 'resize' or 'pad', not {options.fit!r}")
         target = working_size(h, w, short, self.step)
-        return F.interpolate(x, size=target, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1), (1.0, 1.0)
+        return F.interpolate(x, size=target, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1), (
+            1.0,
+            1.0,
+        )
 
     # ------------------------------------------------------------------ generation
-    def animate(self, image: np.ndarray, seeds: Sequence[int], options: AnimationOptions | None = None,
-                prompt: str | None = None, audio: str | None = None, cond_image=None, progress: bool = False,
-                callback: Callable[[int, int], None] | None = None) -> list[Animation]:
+    def animate(
+        self,
+        image: np.ndarray,
+        seeds: Sequence[int],
+        options: AnimationOptions | None = None,
+        prompt: str | None = None,
+        audio: str | None = None,
+        cond_image=None,
+        progress: bool = False,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> list[Animation]:
         """Animate one ``(H, W, 3)`` uint8 image once per seed (one batch, one generator per seed).
 
         Frames come back at the image's own resolution, as they play: ``[I_0, frame 1..K]`` for a clip,
@@ -228,46 +260,79 @@ class Animator:
         k = options.num_frames or int(self.extra["num_frames"])
         loop = options.loop_guidance > 0
         if k < 2 or k > int(self.extra.get("max_frames", k)) or (loop and k < 3):
-            raise AnimationError(f"num_frames must be between {3 if loop else 2} and {self.extra.get('max_frames')}, got {k}")
+            raise AnimationError(
+                f"num_frames must be between {3 if loop else 2} and {self.extra.get('max_frames')}, got {k}"
+            )
         seeds = [int(s) for s in seeds]
         b = len(seeds)
-        img0, valid = self._prepare(image, options)                                 # (1, 3, H', W')
+        img0, valid = self._prepare(image, options)  # (1, 3, H', W')
         with torch.no_grad():
-            z0 = self.motion.encode_field(self.motion.predict_field(img0, img0))    # (1, C, hz, wz)
+            z0 = self.motion.encode_field(self.motion.predict_field(img0, img0))  # (1, C, hz, wz)
             img_emb = self.encoder.embed_images([to_uint8(img0[0])]).to(self.device)
             prompt_emb = self._prompt_embedding(prompt, audio, cond_image)
             appearance = self.motion.appearance(img0) if self.extra.get("appearance_channels") else None
-        rep = lambda x: None if x is None else x.expand(b, *x.shape[1:]).to(self.device)  # noqa: E731
+        rep = lambda x: None if x is None else x.expand(b, *x.shape[1:]).to(self.device)
         guidance = []
         if loop:
-            guidance.append(LoopGuidance(options.loop_guidance, decode=self.motion.decode, velocity_weight=options.loop_velocity,
-                                         schedule=StepSchedule(*options.loop_schedule)))
-        z = sample_motion(self.denoiser, self.config, rep(z0), rep(img_emb), rep(prompt_emb), num_frames=k, seeds=seeds,
-                          latent_scale=float(self.extra.get("latent_scale", 1.0)), appearance=rep(appearance),
-                          sampler=options.sampler, steps=options.steps, eta=options.eta,
-                          guidance_scale=options.guidance_scale, guidance=guidance, progress=progress,
-                          residual=bool(self.extra.get("residual_latents", False)),
-                          z0_scale=self.extra.get("z0_scale"), callback=callback)                  # (B, K, C, hz, wz)
+            guidance.append(
+                LoopGuidance(
+                    options.loop_guidance,
+                    decode=self.motion.decode,
+                    velocity_weight=options.loop_velocity,
+                    schedule=StepSchedule(*options.loop_schedule),
+                )
+            )
+        z = sample_motion(
+            self.denoiser,
+            self.config,
+            rep(z0),
+            rep(img_emb),
+            rep(prompt_emb),
+            num_frames=k,
+            seeds=seeds,
+            latent_scale=float(self.extra.get("latent_scale", 1.0)),
+            appearance=rep(appearance),
+            sampler=options.sampler,
+            steps=options.steps,
+            eta=options.eta,
+            guidance_scale=options.guidance_scale,
+            guidance=guidance,
+            progress=progress,
+            residual=bool(self.extra.get("residual_latents", False)),
+            z0_scale=self.extra.get("z0_scale"),
+            callback=callback,
+        )  # (B, K, C, hz, wz)
         results = []
         with torch.no_grad():
-            fields = self.motion.decode_motion(z, rep(z0))                           # (B, K, 3, h, w), frame 0 = identity
+            fields = self.motion.decode_motion(z, rep(z0))  # (B, K, 3, h, w), frame 0 = identity
             if options.field_transform is not None:
                 fields = options.field_transform(fields)
             for i, seed in enumerate(seeds):
                 f = fields[i]
-                if loop:    # z_K was pulled to z_1: play 1..K-1 and let the wrap be the step K-1 -> 1
+                if loop:  # z_K was pulled to z_1: play 1..K-1 and let the wrap be the step K-1 -> 1
                     f = f[:-1]
-                else:       # a clip starts at I_0 itself: the identity field with full intention weight
+                else:  # a clip starts at I_0 itself: the identity field with full intention weight
                     identity = torch.zeros_like(f[:1])
                     identity[:, 2] = 1.0
                     f = torch.cat([identity, f])
                 played = interpolate_fields(f, options.slow_motion, wrap=loop)
                 frames = render_photo(self.motion.renderer, image, img0, played, options.chunk_size, valid)
-                px = normalised_to_pixels(fields[i][:, :2], *fields.shape[-2:])     # generated fields only
-                metrics = {"wrap_field": wrap_ratio(normalised_to_pixels(played[:, :2], *played.shape[-2:])),
-                           "wrap_frames": wrap_ratio(frames), "magnitude_px": mean_magnitude(px)}
+                px = normalised_to_pixels(fields[i][:, :2], *fields.shape[-2:])  # generated fields only
+                metrics = {
+                    "wrap_field": wrap_ratio(normalised_to_pixels(played[:, :2], *played.shape[-2:])),
+                    "wrap_frames": wrap_ratio(frames),
+                    "magnitude_px": mean_magnitude(px),
+                }
                 if not loop and len(frames) >= 3:
                     metrics["pop_frames"] = pop_ratio(frames)
-                results.append(Animation(seed=seed, frames=frames, fields=played.cpu(), loop=loop,
-                                         working_size=tuple(img0.shape[-2:]), metrics=metrics))
+                results.append(
+                    Animation(
+                        seed=seed,
+                        frames=frames,
+                        fields=played.cpu(),
+                        loop=loop,
+                        working_size=tuple(img0.shape[-2:]),
+                        metrics=metrics,
+                    )
+                )
         return results

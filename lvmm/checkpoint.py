@@ -13,6 +13,7 @@ network on the meta device first so that an absurd size is refused before memory
 :func:`load_networks` also compares the shapes with the stored tensors before allocating. Every
 malformed file raises :class:`CheckpointError` naming the file and the reason.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,8 +21,9 @@ import inspect
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,12 +59,19 @@ class Configurable:
             args_dict = {k: v for k, v in bound.arguments.items() if k != "self"}
             # Only the outermost __init__ (the concrete class) sets the config.
             if getattr(self, "_lvmm_config_depth", 0) == 0:
-                object.__setattr__(self, "_lvmm_config", {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": _jsonable(args_dict)})
+                object.__setattr__(
+                    self,
+                    "_lvmm_config",
+                    {
+                        "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+                        "init_args": _jsonable(args_dict),
+                    },
+                )
             object.__setattr__(self, "_lvmm_config_depth", getattr(self, "_lvmm_config_depth", 0) + 1)
             try:
                 __init(self, *args, **kw)
             finally:
-                object.__setattr__(self, "_lvmm_config_depth", getattr(self, "_lvmm_config_depth") - 1)
+                object.__setattr__(self, "_lvmm_config_depth", self._lvmm_config_depth - 1)
 
         wrapped.__signature__ = signature
         wrapped.__doc__ = init.__doc__
@@ -93,15 +102,22 @@ def network_class(class_path) -> type:
     and the object a class defined there under that name (not a function, a module or a re-export).
     """
     if not isinstance(class_path, str) or not _CLASS_PATH.fullmatch(class_path):
-        raise CheckpointError(f"refusing to build {class_path!r}: only LVMM network classes ('lvmm.<module>.<Class>') are allowed")
+        raise CheckpointError(
+            f"refusing to build {class_path!r}: only LVMM network classes ('lvmm.<module>.<Class>') are allowed"
+        )
     module_name, _, name = class_path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise CheckpointError(f"refusing to build {class_path!r}: no module {module_name!r} in the project") from e
     cls = vars(module).get(name)
-    ok = (isinstance(cls, type) and issubclass(cls, Configurable) and issubclass(cls, nn.Module)
-          and cls.__module__ == module_name and cls.__qualname__ == name)
+    ok = (
+        isinstance(cls, type)
+        and issubclass(cls, Configurable)
+        and issubclass(cls, nn.Module)
+        and cls.__module__ == module_name
+        and cls.__qualname__ == name
+    )
     if not ok:
         raise CheckpointError(f"refusing to build {class_path!r}: not an LVMM network class (Configurable nn.Module)")
     return cls
@@ -166,8 +182,10 @@ def build_meta(config: Mapping) -> nn.Module:
         raise CheckpointError(f"{config['class_path']}: cannot build from its config ({type(e).__name__}: {e})") from e
     n = _numel(net)
     if n > MAX_NETWORK_ELEMENTS:
-        raise CheckpointError(f"{config['class_path']}: its config asks for {n:,} parameters and buffers "
-                              f"(more than {MAX_NETWORK_ELEMENTS:,}); refusing to allocate it")
+        raise CheckpointError(
+            f"{config['class_path']}: its config asks for {n:,} parameters and buffers "
+            f"(more than {MAX_NETWORK_ELEMENTS:,}); refusing to allocate it"
+        )
     return net
 
 
@@ -189,8 +207,15 @@ def save_networks(path: str | Path, networks: Mapping[str, nn.Module], extra: Ma
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, net in networks.items() for k, v in net.state_dict().items()}
-    meta = {"lvmm_networks": json.dumps({n: net.config for n, net in networks.items()}), "lvmm_extra": json.dumps(dict(extra or {}))}
+    tensors = {
+        f"{name}.{k}": v.detach().cpu().contiguous()
+        for name, net in networks.items()
+        for k, v in net.state_dict().items()
+    }
+    meta = {
+        "lvmm_networks": json.dumps({n: net.config for n, net in networks.items()}),
+        "lvmm_extra": json.dumps(dict(extra or {})),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -294,10 +319,18 @@ def check_hyperparameters(path: str | Path) -> None:
                         cls = vars(importlib.import_module(module_name)).get(name)
                     except ImportError:
                         cls = None
-                    allowed = isinstance(cls, type) and cls.__module__ == module_name and (
-                        issubclass(cls, pl.LightningModule) or (issubclass(cls, Configurable) and issubclass(cls, nn.Module)))
+                    allowed = (
+                        isinstance(cls, type)
+                        and cls.__module__ == module_name
+                        and (
+                            issubclass(cls, pl.LightningModule)
+                            or (issubclass(cls, Configurable) and issubclass(cls, nn.Module))
+                        )
+                    )
                     if not allowed:
-                        raise CheckpointError(f"{path}: hyper-parameters name {v!r}, which is not an LVMM module or network class")
+                        raise CheckpointError(
+                            f"{path}: hyper-parameters name {v!r}, which is not an LVMM module or network class"
+                        )
                 else:
                     check(v, depth + 1)
         elif isinstance(value, (list, tuple)):
@@ -307,7 +340,9 @@ def check_hyperparameters(path: str | Path) -> None:
     check(ckpt.get("hyper_parameters", {}))
 
 
-def load_networks(path: str | Path, names: list[str] | None = None, prefix: str = "", map_location="cpu") -> dict[str, nn.Module]:
+def load_networks(
+    path: str | Path, names: list[str] | None = None, prefix: str = "", map_location="cpu"
+) -> dict[str, nn.Module]:
     """Rebuild the named networks of a checkpoint and load their weights strictly.
 
     ``prefix`` is the attribute path of the networks inside the state dict (e.g. ``"ema."``); a
@@ -325,7 +360,7 @@ def load_networks(path: str | Path, names: list[str] | None = None, prefix: str 
         except CheckpointError as e:
             raise CheckpointError(f"{where}: {e}") from None
         key = f"{prefix}{name}."
-        sub = {k[len(key):]: v for k, v in state.items() if k.startswith(key)}
+        sub = {k[len(key) :]: v for k, v in state.items() if k.startswith(key)}
         check_state_dict(meta, sub, where)  # shapes against the stored tensors before any allocation
         del meta
         net = build(configs[name])
@@ -339,7 +374,11 @@ def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], where
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:

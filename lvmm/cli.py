@@ -1,13 +1,19 @@
 """Command-line helpers shared by the tools."""
+
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
-def parse_with_config_section(parser: argparse.ArgumentParser, argv: Sequence[str] | None, section: str,
-                              required: Sequence[str] = (), list_options: Sequence[str] = ()) -> argparse.Namespace:
+def parse_with_config_section(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    section: str,
+    required: Sequence[str] = (),
+    list_options: Sequence[str] = (),
+) -> argparse.Namespace:
     """Parse ``argv``; when ``--config FILE`` is given, its ``section`` mapping supplies defaults that flags override.
 
     ``required`` options must come from a flag or the section; ``list_options`` take a single YAML string as a
@@ -31,5 +37,7 @@ def parse_with_config_section(parser: argparse.ArgumentParser, argv: Sequence[st
         args = parser.parse_args(argv)
     missing = [f"--{n}" for n in required if getattr(args, n) is None]
     if missing:
-        parser.error(f"the following arguments are required (or a {section!r} section in --config): {', '.join(missing)}")
+        parser.error(
+            f"the following arguments are required (or a {section!r} section in --config): {', '.join(missing)}"
+        )
     return args

@@ -6,6 +6,7 @@ freshly built LightningModule before ``fit``. A checkpoint written with ``EMAWei
 the EMA weights in its ``state_dict`` (the raw ones in ``current_model_state``), so the EMA weights are
 what fine-tuning starts from whenever the source run kept them.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,10 @@ def load_initial_weights(module: torch.nn.Module, path: str | os.PathLike) -> di
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
     if missing or unexpected or shapes:
-        raise ValueError(f"{path}: weights do not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                         f"wrong shape {sorted(shapes)[:5]}")
+        raise ValueError(
+            f"{path}: weights do not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shape {sorted(shapes)[:5]}"
+        )
     module.load_state_dict(state, strict=False)
     if hasattr(module, "on_load_checkpoint"):
         module.on_load_checkpoint(ckpt)

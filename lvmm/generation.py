@@ -9,6 +9,7 @@ so a finished file is a finished video: a rerun skips the samples whose every se
 A generated video is I_0 (the test sample's first frame, at the protocol's size) followed by the
 K = ``num_frames - 1`` frames rendered from the sampled motion: 40 frames for LFDM's protocol.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,7 +29,6 @@ from lvmm.media import atomic_write_bytes, write_video
 
 FORMATS = ("mp4", "npy")
 SETTINGS = "generate.json"
-
 
 
 def output_path(out: Path, key: str, seed: int, fmt: str) -> Path:
@@ -61,8 +61,14 @@ def list_test_samples(shards: list[str], split: str | None, subjects: list[str] 
 class TestSamples(IterableDataset):
     """This rank's test samples (``samples[rank::world]``), first frames resized, finished keys left out."""
 
-    def __init__(self, samples: list[tuple[str, str]], size: tuple[int, int], done: set[str] = frozenset(),
-                 rank: int | None = None, world_size: int | None = None):
+    def __init__(
+        self,
+        samples: list[tuple[str, str]],
+        size: tuple[int, int],
+        done: set[str] = frozenset(),
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
         self.samples, self.size, self.done = samples, size, set(done)
         self.rank, self.world_size = rank, world_size
 
@@ -87,16 +93,25 @@ class TestSamples(IterableDataset):
 class VideoGeneration(pl.LightningModule):
     """Animates each test sample once per seed (``predict_step``); the networks are built on the rank's device."""
 
-    def __init__(self, stage_two: str, seeds: list[int], options: AnimationOptions, stage_one: str | None = None,
-                 imagebind: str | None = None, imagebind_config: str | None = None, condition: str = "caption"):
+    def __init__(
+        self,
+        stage_two: str,
+        seeds: list[int],
+        options: AnimationOptions,
+        stage_one: str | None = None,
+        imagebind: str | None = None,
+        imagebind_config: str | None = None,
+        condition: str = "caption",
+    ):
         super().__init__()
         self.stage_two, self.stage_one, self.seeds, self.options = stage_two, stage_one, list(seeds), options
         self.imagebind, self.imagebind_config, self.condition = imagebind, imagebind_config, condition
         self.animator: Animator | None = None
 
     def on_predict_start(self) -> None:
-        self.animator = Animator.from_checkpoints(self.stage_two, self.stage_one, self.imagebind, self.imagebind_config,
-                                                  device=self.device)
+        self.animator = Animator.from_checkpoints(
+            self.stage_two, self.stage_one, self.imagebind, self.imagebind_config, device=self.device
+        )
 
     def predict_step(self, batch: list[dict], batch_idx: int = 0) -> list[dict]:
         """``batch``: test samples ``{"key", "first" (H, W, 3) uint8, "caption", "meta"}``; one video per seed each."""
@@ -143,7 +158,9 @@ def check_settings(out: Path, settings: dict, overwrite: bool = False) -> None:
         old = json.loads(path.read_text())
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if diff:
-            raise ValueError(f"{out} holds videos generated with other settings ({', '.join(diff)} differ): "
-                             "use another --out, or --overwrite")
+            raise ValueError(
+                f"{out} holds videos generated with other settings ({', '.join(diff)} differ): "
+                "use another --out, or --overwrite"
+            )
         return
     atomic_write_bytes(path, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())

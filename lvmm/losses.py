@@ -3,6 +3,7 @@
 Everything here is a plain function or a parameter-free (or frozen) module, so the LightningModule
 only weighs and sums. Images are (B, 3, H, W) in [0, 1]; fields follow :mod:`lvmm.warp`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,13 +52,13 @@ class VGG19Features(nn.Sequential):
         super().__init__(*layers)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "VGG19Features":
+    def from_file(cls, path: str | Path) -> VGG19Features:
         """Load weights saved as a state dict of ``vgg19().features`` (keys ``0.weight``, ...) or of the whole
         ``vgg19()`` (keys ``features.0.weight``, ...; the classifier is ignored). Nothing is downloaded."""
         net = cls()
         state = torch.load(path, map_location="cpu", weights_only=True)
         if any(k.startswith("features.") for k in state):
-            state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+            state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         check_state_dict(net, state, f"VGG19 weights {path}")
         net.load_state_dict(state)
         return net.eval().requires_grad_(False)
@@ -103,7 +104,9 @@ class ReconstructionLoss(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------- flow
-def photometric_loss(img0: torch.Tensor, imgk: torch.Tensor, displacement: torch.Tensor, scales=(1, 2, 4)) -> torch.Tensor:
+def photometric_loss(
+    img0: torch.Tensor, imgk: torch.Tensor, displacement: torch.Tensor, scales=(1, 2, 4)
+) -> torch.Tensor:
     """Mean L1 of warp(I_0, d) against I_k on an image pyramid (the coarse levels keep gradients alive
     where the motion exceeds a pixel of the fine level)."""
     return sum(F.l1_loss(warp(downsample(img0, s), displacement), downsample(imgk, s)) for s in scales) / len(scales)
@@ -117,10 +120,14 @@ def edge_aware_smoothness(displacement: torch.Tensor, image: torch.Tensor) -> to
     dx_d, dy_d = d[..., :, 1:] - d[..., :, :-1], d[..., 1:, :] - d[..., :-1, :]
     dx_i = (img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True)
     dy_i = (img[..., 1:, :] - img[..., :-1, :]).abs().mean(1, keepdim=True)
-    return (dx_d.abs() * torch.exp(-SMOOTHNESS_EDGE_WEIGHT * dx_i)).mean() + (dy_d.abs() * torch.exp(-SMOOTHNESS_EDGE_WEIGHT * dy_i)).mean()
+    return (dx_d.abs() * torch.exp(-SMOOTHNESS_EDGE_WEIGHT * dx_i)).mean() + (
+        dy_d.abs() * torch.exp(-SMOOTHNESS_EDGE_WEIGHT * dy_i)
+    ).mean()
 
 
-def field_reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, displacement_scale: float, scales=(1, 2, 4)) -> tuple[torch.Tensor, torch.Tensor]:
+def field_reconstruction_loss(
+    pred: torch.Tensor, target: torch.Tensor, displacement_scale: float, scales=(1, 2, 4)
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(L1, multi-scale gradient consistency) between fields (B, 3, h, w); displacements are compared
     after multiplying by ``displacement_scale`` so they weigh like w."""
     gain = pred.new_tensor([displacement_scale, displacement_scale, 1.0]).view(1, 3, 1, 1)
@@ -142,23 +149,31 @@ class RandomTransform:
     T(x) in the original one. ``sigma_affine = sigma_tps = 0`` is the identity.
     """
 
-    def __init__(self, batch: int, sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5,
-                 device=None, dtype=torch.float32, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        batch: int,
+        sigma_affine: float = 0.05,
+        sigma_tps: float = 0.005,
+        points_tps: int = 5,
+        device=None,
+        dtype=torch.float32,
+        generator: torch.Generator | None = None,
+    ):
         def noise(*shape):
             return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
 
         self.theta = torch.eye(2, 3, device=device, dtype=dtype) + sigma_affine * noise(batch, 2, 3)  # (B, 2, 3)
-        ctrl = base_grid(points_tps, points_tps, device, dtype).flatten(2).transpose(1, 2)           # (1, N, 2)
+        ctrl = base_grid(points_tps, points_tps, device, dtype).flatten(2).transpose(1, 2)  # (1, N, 2)
         self.control = ctrl
-        self.control_weights = sigma_tps * noise(batch, ctrl.shape[1], 2)                          # (B, N, 2)
+        self.control_weights = sigma_tps * noise(batch, ctrl.shape[1], 2)  # (B, N, 2)
 
     def __call__(self, points: torch.Tensor) -> torch.Tensor:
         """points (B, ..., 2) -> T(points) (B, ..., 2)."""
         shape = points.shape
-        x = points.reshape(shape[0], -1, 2)                                                 # (B, N, 2)
+        x = points.reshape(shape[0], -1, 2)  # (B, N, 2)
         out = x @ self.theta[:, :, :2].transpose(1, 2) + self.theta[:, None, :, 2]
-        r2 = ((x[:, :, None] - self.control[:, None]) ** 2).sum(-1)                         # (B, N, M)
-        u = r2 * torch.log(r2 + 1e-6)                                                        # TPS kernel r^2 log r^2
+        r2 = ((x[:, :, None] - self.control[:, None]) ** 2).sum(-1)  # (B, N, M)
+        u = r2 * torch.log(r2 + 1e-6)  # TPS kernel r^2 log r^2
         out = out + u @ self.control_weights
         return out.reshape(shape)
 
@@ -185,8 +200,8 @@ def equivariance_loss(region_predictor, image: torch.Tensor, transform: RandomTr
     """
     regions = regions if regions is not None else region_predictor(image)
     moved = region_predictor(transform.transform_frame(image))
-    shift = transform(moved.shift)                                                          # (B, K, 2)
-    jac = transform.jacobian(moved.shift)                                                   # (B, K, 2, 2)
+    shift = transform(moved.shift)  # (B, K, 2)
+    jac = transform.jacobian(moved.shift)  # (B, K, 2, 2)
     # compare the frames (square roots of covariances): lengths, like the shifts, so the terms weigh alike
     affine = sqrtm_2x2(jac @ moved.covar @ jac.transpose(-1, -2))
     return F.l1_loss(shift, regions.shift) + F.l1_loss(affine, sqrtm_2x2(regions.covar))

@@ -3,13 +3,14 @@
 Frames are ``uint8`` arrays of shape ``(T, H, W, 3)`` everywhere in this module. Errors name the file
 and the problem, so that callers can report and skip a bad input.
 """
+
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -34,7 +35,12 @@ def video_info(path: str | os.PathLike) -> dict:
                 raise MediaError(f"{path}: no video stream")
             s = container.streams.video[0]
             fps = float(s.average_rate or s.guessed_rate or 0) or None
-            return {"fps": fps, "frames": s.frames or None, "width": s.codec_context.width, "height": s.codec_context.height}
+            return {
+                "fps": fps,
+                "frames": s.frames or None,
+                "width": s.codec_context.width,
+                "height": s.codec_context.height,
+            }
     except MediaError:
         raise
     except Exception as e:
@@ -89,7 +95,9 @@ def decode_frames(container, stream, name) -> Iterator[np.ndarray]:
 def check_frame_count(name, decoded: int, declared: int | None) -> None:
     """Raise when fewer frames decoded than the container declares (a truncated or corrupt file)."""
     if declared and decoded < declared:
-        raise MediaError(f"{name}: truncated or corrupt video: decoded {decoded} of the {declared} frames the container declares")
+        raise MediaError(
+            f"{name}: truncated or corrupt video: decoded {decoded} of the {declared} frames the container declares"
+        )
 
 
 def _even(x: int) -> int:
@@ -129,7 +137,15 @@ def encode_gif(frames: np.ndarray, fps: float, loop: int = 0) -> bytes:
 
     images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
     buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=loop, disposal=2)
+    images[0].save(
+        buf,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=max(1, round(1000 / fps)),
+        loop=loop,
+        disposal=2,
+    )
     return buf.getvalue()
 
 
@@ -165,8 +181,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = DEFAULT_CRF,
-                fmt: str | None = None) -> Path:
+def write_video(
+    path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = DEFAULT_CRF, fmt: str | None = None
+) -> Path:
     """Write frames as ``.mp4`` (H.264) or ``.gif``, or as numbered PNGs when ``path`` has no suffix.
 
     ``fmt`` (``"mp4"``, ``"gif"`` or ``"frames"``) overrides the suffix, for names with dots in them.
@@ -215,7 +232,7 @@ def _to_rgb8(im) -> np.ndarray:
     """RGB uint8 of a Pillow image; wide integer modes (I;16, I) are scaled by their bit depth."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(im).astype(np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) <= 65535 else float(2 ** 32 - 1)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) <= 65535 else float(2**32 - 1)
         grey = np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
     if im.mode == "F":

@@ -3,6 +3,7 @@
 Shapes: frames (B, 3, H, W) in [0, 1]; fields p = (dx, dy, w) at (h, w) = (H, W) / ``field_downsample``;
 latents z at (hz, wz) = (H, W) / ``latent_downsample``. Methods that take clips accept an extra time axis.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,7 @@ class MotionModel(nn.Module):
         self.flow, self.vae, self.renderer = flow, vae, renderer
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> "MotionModel":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> MotionModel:
         """Rebuild from a stage-one Lightning ``.ckpt`` or an LVMM ``.safetensors`` file (no training code needed)."""
         nets = load_networks(path, ["flow", "vae", "renderer"])
         model = cls(nets["flow"], nets["vae"], nets["renderer"]).eval()
@@ -56,12 +57,16 @@ class MotionModel(nn.Module):
         """P(I_0, I_k): img0, imgk (B, 3, H, W) -> p (B, 3, h, w)."""
         return self.flow(img0, imgk).field
 
-    def encode_field(self, field: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode_field(
+        self, field: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """E(p): field (B, 3, h, w) -> z (B, C, hz, wz): the posterior mode, or a sample drawn with ``generator``."""
         posterior = self.vae.encode(field)
         if not sample:
             return posterior.mode()
-        noise = torch.randn(posterior.mean.shape, generator=generator, device=posterior.mean.device, dtype=posterior.mean.dtype)
+        noise = torch.randn(
+            posterior.mean.shape, generator=generator, device=posterior.mean.device, dtype=posterior.mean.dtype
+        )
         return posterior.mean + posterior.std * noise
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -77,7 +82,7 @@ class MotionModel(nn.Module):
         (displacement, and w below 1) is in every decoded frame but not in I_0 itself, and showed as a
         jump out of the photo. Subtracting it makes frame 0's field the identity (0, 0, 1) by definition.
         """
-        fields, ref = self.decode(z), self.decode(z0[:, None])                     # (B, K, 3, h, w), (B, 1, 3, h, w)
+        fields, ref = self.decode(z), self.decode(z0[:, None])  # (B, K, 3, h, w), (B, 1, 3, h, w)
         d = fields[:, :, :2] - ref[:, :, :2]
         w = (fields[:, :, 2:3] + (1 - ref[:, :, 2:3])).clamp(0, 1)
         return torch.cat([d, w], dim=2)
@@ -86,7 +91,9 @@ class MotionModel(nn.Module):
         """z_k = E(P(I_0, I_k)) for every frame, z_0 included: frames (B, T, 3, H, W) -> z (B, T, C, hz, wz)."""
         b, t = frames.shape[:2]
         img0 = frames[:, :1].expand(-1, t, -1, -1, -1)
-        field = self.predict_field(rearrange(img0, "b t c h w -> (b t) c h w"), rearrange(frames, "b t c h w -> (b t) c h w"))
+        field = self.predict_field(
+            rearrange(img0, "b t c h w -> (b t) c h w"), rearrange(frames, "b t c h w -> (b t) c h w")
+        )
         return rearrange(self.encode_field(field), "(b t) c h w -> b t c h w", b=b, t=t)
 
     # ------------------------------------------------------------------ rendering
@@ -96,7 +103,7 @@ class MotionModel(nn.Module):
 
     def appearance(self, img0: torch.Tensor) -> torch.Tensor:
         """R's deepest encoder features of I_0 pooled to the latent size: (B, 3, H, W) -> (B, C_app, hz, wz)."""
-        features = self.renderer.encode(img0)[-1]                                    # (B, C_app, H / 4, W / 4)
+        features = self.renderer.encode(img0)[-1]  # (B, C_app, H / 4, W / 4)
         size = (img0.shape[-2] // self.latent_downsample, img0.shape[-1] // self.latent_downsample)
         return F.adaptive_avg_pool2d(features, size)
 

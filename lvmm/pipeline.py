@@ -18,14 +18,17 @@ checksum first, and refuses a package with a :class:`PackageError` naming the fi
 adds memory controls: seeds in groups of ``batch_size``, bf16 autocast on accelerators, ImageBind
 kept off the accelerator except while it embeds.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field, fields as dataclass_fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,16 +60,17 @@ class PackageError(CheckpointError):
 
 # ---------------------------------------------------------------------------------------------- sources
 
+
 @dataclass
 class StageWeights:
     """The networks of one stage as read from a checkpoint: configs, weights, and where they came from."""
 
     configs: dict[str, dict]
-    state: dict[str, torch.Tensor]       # "<network>.<parameter>" -> tensor
+    state: dict[str, torch.Tensor]  # "<network>.<parameter>" -> tensor
     extra: dict = field(default_factory=dict)
-    origin: str = "raw"                  # "ema" when the weights are an exponential moving average
+    origin: str = "raw"  # "ema" when the weights are an exponential moving average
     frame_size: list[int] | None = None  # [H, W] of the training frames, when the checkpoint records it
-    data: str | None = None              # the training data as the checkpoint records it (file names only)
+    data: str | None = None  # the training data as the checkpoint records it (file names only)
 
 
 def _frame_size(value) -> list[int] | None:
@@ -110,7 +114,9 @@ def read_stage(path: str | Path, names: Sequence[str], ema: bool = True) -> Stag
     missing = [n for n in names if n not in configs]
     if missing:
         kind = next((k.replace("_", "-") for k, v in STAGE_NETWORKS.items() if tuple(names) == v), "matching")
-        raise CheckpointError(f"{path}: has no network {missing[0]!r} (it has {sorted(configs)}); is it a {kind} checkpoint?")
+        raise CheckpointError(
+            f"{path}: has no network {missing[0]!r} (it has {sorted(configs)}); is it a {kind} checkpoint?"
+        )
     state = {k: v for k, v in state.items() if k.split(".", 1)[0] in names}
     frame_size = frame_size or _frame_size(extra.get("frame_size"))
     return StageWeights({n: configs[n] for n in names}, state, dict(extra), origin, frame_size, data)
@@ -131,9 +137,9 @@ def build_networks(stage: StageWeights, where: str) -> dict[str, torch.nn.Module
     for name, config in stage.configs.items():
         net = build(config)
         key = f"{name}."
-        sub = {k[len(key):]: v for k, v in stage.state.items() if k.startswith(key)}
+        sub = {k[len(key) :]: v for k, v in stage.state.items() if k.startswith(key)}
         check_state_dict(net, sub, f"{where} [{name}]")
-        net.load_state_dict(sub, strict=True)   # copies into the float32 parameters: fp16/bf16 files upcast
+        net.load_state_dict(sub, strict=True)  # copies into the float32 parameters: fp16/bf16 files upcast
         nets[name] = net.eval()
     return nets
 
@@ -152,18 +158,31 @@ def imagebind_spec(cond_dim: int) -> dict:
     from lvmm.imagebind.configs import resolve_config
 
     if cond_dim == resolve_config("tiny").out_embed_dim:
-        return {"config": "tiny", "embedding_dim": cond_dim, "weights": None, "seed": TINY_IMAGEBIND_SEED,
-                "note": "a seeded random tiny ImageBind (no download; stands in for the official weights in tests and the demo)"}
-    return {"config": "huge", "embedding_dim": cond_dim, "weights": "imagebind_huge.pth", "licence": IMAGEBIND_LICENCE,
-            "note": "the official ImageBind huge weights (facebookresearch/ImageBind), downloaded by the user"}
+        return {
+            "config": "tiny",
+            "embedding_dim": cond_dim,
+            "weights": None,
+            "seed": TINY_IMAGEBIND_SEED,
+            "note": "a seeded random tiny ImageBind (no download; stands in for the official weights in tests and the demo)",
+        }
+    return {
+        "config": "huge",
+        "embedding_dim": cond_dim,
+        "weights": "imagebind_huge.pth",
+        "licence": IMAGEBIND_LICENCE,
+        "note": "the official ImageBind huge weights (facebookresearch/ImageBind), downloaded by the user",
+    }
 
 
 # ---------------------------------------------------------------------------------------------- packages
 
+
 def _write_safetensors(path: Path, stage: StageWeights, dtype: torch.dtype, extra: Mapping) -> None:
     from safetensors.torch import save
 
-    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in stage.state.items()}
+    tensors = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in stage.state.items()
+    }
     meta = {"lvmm_networks": json.dumps(stage.configs), "lvmm_extra": json.dumps(dict(extra))}
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
@@ -172,9 +191,15 @@ def _parameter_count(stage: StageWeights, name: str) -> int:
     return sum(v.numel() for k, v in stage.state.items() if k.startswith(f"{name}.") and v.is_floating_point())
 
 
-def write_package(folder: str | Path, stage_one: StageWeights, stage_two: StageWeights, dtype: str = "fp32",
-                  imagebind: Mapping | None = None, trained_on: Mapping[str, str] | None = None,
-                  sources: Mapping[str, str] | None = None) -> Path:
+def write_package(
+    folder: str | Path,
+    stage_one: StageWeights,
+    stage_two: StageWeights,
+    dtype: str = "fp32",
+    imagebind: Mapping | None = None,
+    trained_on: Mapping[str, str] | None = None,
+    sources: Mapping[str, str] | None = None,
+) -> Path:
     """Write a model package (see the module docstring); returns the folder.
 
     ``trained_on`` describes each stage's training data for the model card; ``sources`` names the
@@ -188,26 +213,46 @@ def write_package(folder: str | Path, stage_one: StageWeights, stage_two: StageW
     if "diffusion" not in extra:
         raise CheckpointError("the stage-two checkpoint has no diffusion config; is it a stage-two checkpoint?")
     imagebind = dict(imagebind or imagebind_spec(int(extra["cond_dim"])))
-    trained_on = {k: (trained_on or {}).get(k) or stage.data for k, stage in (("stage_one", stage_one), ("stage_two", stage_two))}
+    trained_on = {
+        k: (trained_on or {}).get(k) or stage.data for k, stage in (("stage_one", stage_one), ("stage_two", stage_two))
+    }
     stages = {"stage_one": stage_one, "stage_two": stage_two}
     for key, stage in stages.items():
         _write_safetensors(folder / STAGE_FILES[key], stage, DTYPES[dtype], extra if key == "stage_two" else {})
     unet_state = stage_two.state
     tokens = None
     if "unet.token_mean" in unet_state:
-        tokens = {"set": bool(extra.get("token_statistics_set", False)), "names": extra.get("token_names"),
-                  "mean": unet_state["unet.token_mean"].float().tolist(), "scale": unet_state["unet.token_scale"].float().flatten().tolist(),
-                  "stored_as": ["unet.token_mean", "unet.token_scale"]}
+        tokens = {
+            "set": bool(extra.get("token_statistics_set", False)),
+            "names": extra.get("token_names"),
+            "mean": unet_state["unet.token_mean"].float().tolist(),
+            "scale": unet_state["unet.token_scale"].float().flatten().tolist(),
+            "stored_as": ["unet.token_mean", "unet.token_scale"],
+        }
     config = {
-        "format": PACKAGE_FORMAT, "format_version": PACKAGE_FORMAT_VERSION, "lvmm_version": lvmm.__version__,
+        "format": PACKAGE_FORMAT,
+        "format_version": PACKAGE_FORMAT_VERSION,
+        "lvmm_version": lvmm.__version__,
         "dtype": dtype,
-        "stages": {key: {"file": STAGE_FILES[key], "weights": stage.origin, "networks": stage.configs,
-                         "parameters": {n: _parameter_count(stage, n) for n in stage.configs},
-                         "source": (sources or {}).get(key)} for key, stage in stages.items()},
-        "diffusion": extra["diffusion"], "latent_scale": extra.get("latent_scale"), "token_statistics": tokens,
+        "stages": {
+            key: {
+                "file": STAGE_FILES[key],
+                "weights": stage.origin,
+                "networks": stage.configs,
+                "parameters": {n: _parameter_count(stage, n) for n in stage.configs},
+                "source": (sources or {}).get(key),
+            }
+            for key, stage in stages.items()
+        },
+        "diffusion": extra["diffusion"],
+        "latent_scale": extra.get("latent_scale"),
+        "token_statistics": tokens,
         "training_frame_size": stage_one.frame_size or stage_two.frame_size,
-        "num_frames": extra.get("num_frames"), "max_frames": extra.get("max_frames"),
-        "imagebind": imagebind, "generation": extra, "trained_on": trained_on,
+        "num_frames": extra.get("num_frames"),
+        "max_frames": extra.get("max_frames"),
+        "imagebind": imagebind,
+        "generation": extra,
+        "trained_on": trained_on,
     }
     absolute = [v for v in _strings(config) if os.path.isabs(v) or (len(v) > 2 and v[1] == ":" and v[2] in "\\/")]
     if absolute:
@@ -237,30 +282,49 @@ def model_card(config: Mapping, folder: Path) -> str:
     size = config.get("training_frame_size")
     ib = config["imagebind"]
     lines = [
-        "# LVMM model package", "",
+        "# LVMM model package",
+        "",
         "A two-stage latent motion-field model that animates a still photo (stage one: flow predictor, motion VAE and "
-        "renderer; stage two: a conditional 3D U-Net over latent motion).", "",
-        "```python", "from lvmm.pipeline import LVMMPipeline",
-        f'pipe = LVMMPipeline.from_pretrained("{folder.name}")', 'frames = pipe("photo.jpg", seeds=[0]).frames[0]   # (T, H, W, 3) uint8',
-        "```", "",
-        "## Training", "",
+        "renderer; stage two: a conditional 3D U-Net over latent motion).",
+        "",
+        "```python",
+        "from lvmm.pipeline import LVMMPipeline",
+        f'pipe = LVMMPipeline.from_pretrained("{folder.name}")',
+        'frames = pipe("photo.jpg", seeds=[0]).frames[0]   # (T, H, W, 3) uint8',
+        "```",
+        "",
+        "## Training",
+        "",
         f"- stage one: {config.get('trained_on', {}).get('stage_one') or 'not recorded'}",
         f"- stage two: {config.get('trained_on', {}).get('stage_two') or 'not recorded'}",
         f"- training frame size: {f'{size[0]}x{size[1]}' if size else 'not recorded in the checkpoint'}",
-        f"- frames per clip K: {config.get('num_frames')} (at most {config.get('max_frames')})", "",
-        "## Sizes", "",
-        "| network | parameters | weights |", "| --- | --- | --- |",
+        f"- frames per clip K: {config.get('num_frames')} (at most {config.get('max_frames')})",
+        "",
+        "## Sizes",
+        "",
+        "| network | parameters | weights |",
+        "| --- | --- | --- |",
     ]
     for key in ("stage_one", "stage_two"):
         for name, n in st[key]["parameters"].items():
             lines.append(f"| {key} {name} | {n:,} | {st[key]['weights']}, stored as {config['dtype']} |")
-    lines += ["", "## ImageBind", "",
-              f"Conditioning uses ImageBind `{ib['config']}` ({ib['embedding_dim']}-d embeddings): {ib['note']}."]
+    lines += [
+        "",
+        "## ImageBind",
+        "",
+        f"Conditioning uses ImageBind `{ib['config']}` ({ib['embedding_dim']}-d embeddings): {ib['note']}.",
+    ]
     if ib.get("weights"):
-        lines.append(f"Pass `imagebind=\"PATH/{ib['weights']}\"` to `from_pretrained`. The official ImageBind weights are "
-                     f"licensed {ib.get('licence', IMAGEBIND_LICENCE)} (non-commercial); this package does not include them.")
-    lines += ["", f"Written by LVMM {config['lvmm_version']}, package format {config['format_version']}. "
-              f"`{CHECKSUM_FILE}` holds the sha256 of every file; loading checks them.", ""]
+        lines.append(
+            f'Pass `imagebind="PATH/{ib["weights"]}"` to `from_pretrained`. The official ImageBind weights are '
+            f"licensed {ib.get('licence', IMAGEBIND_LICENCE)} (non-commercial); this package does not include them."
+        )
+    lines += [
+        "",
+        f"Written by LVMM {config['lvmm_version']}, package format {config['format_version']}. "
+        f"`{CHECKSUM_FILE}` holds the sha256 of every file; loading checks them.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -276,15 +340,21 @@ def verify_package(folder: str | Path) -> dict:
     try:
         config = json.loads(config_path.read_text())
     except FileNotFoundError:
-        raise PackageError(f"{config_path}: missing; not an LVMM model package (export one with tools/export.py)") from None
+        raise PackageError(
+            f"{config_path}: missing; not an LVMM model package (export one with tools/export.py)"
+        ) from None
     except (OSError, ValueError) as e:
         raise PackageError(f"{config_path}: unreadable ({e})") from e
     if not isinstance(config, dict) or config.get("format") != PACKAGE_FORMAT:
-        raise PackageError(f"{config_path}: not an LVMM model package (format {config.get('format') if isinstance(config, dict) else None!r})")
+        raise PackageError(
+            f"{config_path}: not an LVMM model package (format {config.get('format') if isinstance(config, dict) else None!r})"
+        )
     if config.get("format_version") != PACKAGE_FORMAT_VERSION:
-        raise PackageError(f"{config_path}: package format version {config.get('format_version')} (written by LVMM "
-                           f"{config.get('lvmm_version')}); this LVMM {lvmm.__version__} reads version {PACKAGE_FORMAT_VERSION}: "
-                           "export the package again with this version's tools/export.py")
+        raise PackageError(
+            f"{config_path}: package format version {config.get('format_version')} (written by LVMM "
+            f"{config.get('lvmm_version')}); this LVMM {lvmm.__version__} reads version {PACKAGE_FORMAT_VERSION}: "
+            "export the package again with this version's tools/export.py"
+        )
     sums_path = folder / CHECKSUM_FILE
     if not sums_path.is_file():
         raise PackageError(f"{sums_path}: missing; the package's files cannot be checked")
@@ -315,13 +385,19 @@ def read_package(folder: str | Path) -> tuple[dict, StageWeights, StageWeights]:
     stages = {}
     for key in ("stage_one", "stage_two"):
         path = folder / config["stages"][key]["file"]
-        stages[key] = StageWeights(config["stages"][key]["networks"], load_file(str(path)), {}, config["stages"][key]["weights"],
-                                   config.get("training_frame_size"))
+        stages[key] = StageWeights(
+            config["stages"][key]["networks"],
+            load_file(str(path)),
+            {},
+            config["stages"][key]["weights"],
+            config.get("training_frame_size"),
+        )
     stages["stage_two"].extra = dict(config["generation"])
     return config, stages["stage_one"], stages["stage_two"]
 
 
 # ---------------------------------------------------------------------------------------------- ImageBind offload
+
 
 class OffloadedEncoder:
     """An :class:`~lvmm.imagebind.ImageBindEncoder` that sits on the CPU and visits the accelerator only to embed.
@@ -386,6 +462,7 @@ class OffloadedEncoder:
 
 # ---------------------------------------------------------------------------------------------- field edits
 
+
 @dataclass
 class FieldEdit:
     """Edits of the decoded motion fields (B, K, 3, h, w) before rendering: the page's motion controls.
@@ -403,7 +480,7 @@ class FieldEdit:
     strength: float = 1.0
     mask: np.ndarray | None = None
     drags: Sequence[tuple[tuple[float, float], tuple[float, float]]] = ()
-    image_size: tuple[int, int] = (0, 0)   # (H, W) of the photo
+    image_size: tuple[int, int] = (0, 0)  # (H, W) of the photo
     drag_radius: float = 0.15
 
     def __post_init__(self):
@@ -413,7 +490,9 @@ class FieldEdit:
         if self.mask is not None:
             m = np.asarray(self.mask, dtype=np.float32)
             if m.shape != (h, w):
-                raise AnimationError(f"the region mask is {m.shape[1] if m.ndim > 1 else '?'}x{m.shape[0]} but the photo is {w}x{h}")
+                raise AnimationError(
+                    f"the region mask is {m.shape[1] if m.ndim > 1 else '?'}x{m.shape[0]} but the photo is {w}x{h}"
+                )
             if not np.isfinite(m).all() or m.min() < 0 or m.max() > 1:
                 raise AnimationError("the region mask must hold values in [0, 1]")
             if m.max() == 0:
@@ -426,7 +505,9 @@ class FieldEdit:
                 x0, y0, x1, y1 = (float(v) for v in (x0, y0, x1, y1))
             except (TypeError, ValueError):
                 raise AnimationError(f"a drag is two points ((x0, y0), (x1, y1)), got {d!r}") from None
-            if not all(np.isfinite(v) for v in (x0, y0, x1, y1)) or not (0 <= x0 < w and 0 <= x1 < w and 0 <= y0 < h and 0 <= y1 < h):
+            if not all(np.isfinite(v) for v in (x0, y0, x1, y1)) or not (
+                0 <= x0 < w and 0 <= x1 < w and 0 <= y0 < h and 0 <= y1 < h
+            ):
                 raise AnimationError(f"drag {d!r} leaves the {w}x{h} photo")
             drags.append(((x0, y0), (x1, y1)))
         self.drags = drags
@@ -443,32 +524,33 @@ class FieldEdit:
             # field-grid centres in normalised units (align_corners=False), as lvmm.warp uses
             ys = (torch.arange(fh, dtype=torch.float32) * 2 + 1) / fh - 1
             xs = (torch.arange(fw, dtype=torch.float32) * 2 + 1) / fw - 1
-            gy, gx = torch.meshgrid(ys, xs, indexing="ij")                                   # (fh, fw)
-            sigma = self.drag_radius * min(h, w)                                          # in photo pixels
-            t = torch.arange(1, k + 1, dtype=torch.float32) / k                            # (K,)
+            gy, gx = torch.meshgrid(ys, xs, indexing="ij")  # (fh, fw)
+            sigma = self.drag_radius * min(h, w)  # in photo pixels
+            t = torch.arange(1, k + 1, dtype=torch.float32) / k  # (K,)
             add = torch.zeros(k, 2, fh, fw)
             blob_total = torch.zeros(k, 1, fh, fw)
             for (x0, y0), (x1, y1) in self.drags:
                 p0 = torch.tensor([(2 * x0 + 1) / w - 1, (2 * y0 + 1) / h - 1])
                 p1 = torch.tensor([(2 * x1 + 1) / w - 1, (2 * y1 + 1) / h - 1])
-                centre = p0 + t[:, None] * (p1 - p0)                                       # (K, 2) where the content is at frame k
+                centre = p0 + t[:, None] * (p1 - p0)  # (K, 2) where the content is at frame k
                 # squared distance in photo pixels (one normalised unit is w / 2 pixels along x, h / 2 along y)
                 dist2 = ((gx - centre[:, 0, None, None]) * w / 2) ** 2 + ((gy - centre[:, 1, None, None]) * h / 2) ** 2
-                blob = torch.exp(-dist2 / (2 * sigma ** 2))[:, None]                        # (K, 1, fh, fw)
+                blob = torch.exp(-dist2 / (2 * sigma**2))[:, None]  # (K, 1, fh, fw)
                 # backward warp I_k(x) = I_0(x + d): near the moved content, look back to where it started
                 add += blob * (-(centre - p0))[:, :, None, None]
                 blob_total = torch.maximum(blob_total, blob)
             disp = disp + add.to(disp)
-            weight = weight + (1 - weight) * blob_total.to(weight)   # warp, rather than re-render, the dragged content
+            weight = weight + (1 - weight) * blob_total.to(weight)  # warp, rather than re-render, the dragged content
         if self.mask is not None:
             m = torch.from_numpy(self.mask)[None, None]
-            m = F.interpolate(m, size=(fh, fw), mode="area")[0].to(fields)                 # (1, fh, fw)
+            m = F.interpolate(m, size=(fh, fw), mode="area")[0].to(fields)  # (1, fh, fw)
             disp = disp * m
             weight = weight * m + (1 - m)
         return torch.cat([disp, weight], dim=2)
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
+
 
 @dataclass
 class LVMMPipelineOutput:
@@ -485,10 +567,12 @@ _OPTION_NAMES = tuple(f.name for f in dataclass_fields(AnimationOptions) if f.na
 
 def _autocast(fn: Callable, device_type: str, dtype: torch.dtype) -> Callable:
     """``fn`` run under autocast, its tensor output returned as float32 (the sampler's and the caller's dtype)."""
+
     def wrapped(*args, **kwargs):
         with torch.autocast(device_type, dtype=dtype):
             out = fn(*args, **kwargs)
         return out.float() if isinstance(out, torch.Tensor) else out
+
     return wrapped
 
 
@@ -508,8 +592,13 @@ class LVMMPipeline:
         stages: the weights it was built from, for :meth:`save_pretrained`.
     """
 
-    def __init__(self, animator: Animator, torch_dtype: torch.dtype | None = None, config: dict | None = None,
-                 stages: tuple[StageWeights, StageWeights] | None = None):
+    def __init__(
+        self,
+        animator: Animator,
+        torch_dtype: torch.dtype | None = None,
+        config: dict | None = None,
+        stages: tuple[StageWeights, StageWeights] | None = None,
+    ):
         self.animator = animator
         self.torch_dtype = torch_dtype or default_dtype(animator.device)
         if self.torch_dtype not in DTYPES.values():
@@ -520,7 +609,7 @@ class LVMMPipeline:
             # the flow predictor's 2x2 matrix square roots (torch.det) have no bf16 kernels.
             animator.unet.forward = _autocast(animator.unet.forward, animator.device.type, self.torch_dtype)
             renderer = animator.motion.renderer
-            for name in ("encode", "fill"):   # what full-resolution rendering (lvmm.rendering) calls
+            for name in ("encode", "fill"):  # what full-resolution rendering (lvmm.rendering) calls
                 setattr(renderer, name, _autocast(getattr(renderer, name), animator.device.type, self.torch_dtype))
 
     @property
@@ -529,31 +618,62 @@ class LVMMPipeline:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def _build(cls, stage_one: StageWeights, stage_two: StageWeights, where: tuple[str, str], imagebind, imagebind_config,
-               device, torch_dtype, offload_imagebind: bool, config: dict | None) -> "LVMMPipeline":
+    def _build(
+        cls,
+        stage_one: StageWeights,
+        stage_two: StageWeights,
+        where: tuple[str, str],
+        imagebind,
+        imagebind_config,
+        device,
+        torch_dtype,
+        offload_imagebind: bool,
+        config: dict | None,
+    ) -> LVMMPipeline:
         from lvmm.diffusion import DiffusionConfig
         from lvmm.imagebind import ImageBindEncoder
         from lvmm.motion import MotionModel
 
-        device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = (
+            torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         nets = build_networks(stage_one, where[0])
         motion = MotionModel(nets["flow"], nets["vae"], nets["renderer"]).eval()
         unet = build_networks(stage_two, where[1])["unet"]
         extra = generation_extra(stage_one, stage_two)
         spec = (config or {}).get("imagebind") or imagebind_spec(int(extra["cond_dim"]))
         if imagebind is None and spec.get("weights") and imagebind_config is None:
-            raise AnimationError(f"this model expects ImageBind {spec['config']} weights ({spec['weights']}, "
-                                 f"{spec.get('licence', IMAGEBIND_LICENCE)}): pass imagebind='PATH/{spec['weights']}'")
-        encoder = ImageBindEncoder(weights=imagebind, config=imagebind_config or spec["config"], device="cpu",
-                                   seed=int(spec.get("seed", TINY_IMAGEBIND_SEED)), amp=device.type == "cuda")
-        animator = Animator(motion, unet, DiffusionConfig.from_dict(extra["diffusion"]), extra,
-                            OffloadedEncoder(encoder, device, offload_imagebind), device)
+            raise AnimationError(
+                f"this model expects ImageBind {spec['config']} weights ({spec['weights']}, "
+                f"{spec.get('licence', IMAGEBIND_LICENCE)}): pass imagebind='PATH/{spec['weights']}'"
+            )
+        encoder = ImageBindEncoder(
+            weights=imagebind,
+            config=imagebind_config or spec["config"],
+            device="cpu",
+            seed=int(spec.get("seed", TINY_IMAGEBIND_SEED)),
+            amp=device.type == "cuda",
+        )
+        animator = Animator(
+            motion,
+            unet,
+            DiffusionConfig.from_dict(extra["diffusion"]),
+            extra,
+            OffloadedEncoder(encoder, device, offload_imagebind),
+            device,
+        )
         return cls(animator, torch_dtype, config, (stage_one, stage_two))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None, torch_dtype: torch.dtype | None = None,  # ok: a local package folder, no hub
-                        imagebind: str | None = None, imagebind_config: str | None = None,
-                        offload_imagebind: bool = True) -> "LVMMPipeline":
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        device: str | torch.device | None = None,
+        torch_dtype: torch.dtype | None = None,  # ok: a local package folder, no hub
+        imagebind: str | None = None,
+        imagebind_config: str | None = None,
+        offload_imagebind: bool = True,
+    ) -> LVMMPipeline:
         """Load a model package (checked: format version and every file's sha256).
 
         ``imagebind`` is the path of the ImageBind weights the package names (none for packages made
@@ -561,13 +681,30 @@ class LVMMPipeline:
         """
         folder = Path(folder)
         config, one, two = read_package(folder)
-        return cls._build(one, two, (str(folder / STAGE_FILES["stage_one"]), str(folder / STAGE_FILES["stage_two"])),
-                          imagebind, imagebind_config, device, torch_dtype, offload_imagebind, config)
+        return cls._build(
+            one,
+            two,
+            (str(folder / STAGE_FILES["stage_one"]), str(folder / STAGE_FILES["stage_two"])),
+            imagebind,
+            imagebind_config,
+            device,
+            torch_dtype,
+            offload_imagebind,
+            config,
+        )
 
     @classmethod
-    def from_checkpoints(cls, stage_two: str | Path, stage_one: str | Path | None = None, imagebind: str | None = None,
-                         imagebind_config: str | None = None, device=None, torch_dtype: torch.dtype | None = None,
-                         offload_imagebind: bool = True, ema: bool = True) -> "LVMMPipeline":
+    def from_checkpoints(
+        cls,
+        stage_two: str | Path,
+        stage_one: str | Path | None = None,
+        imagebind: str | None = None,
+        imagebind_config: str | None = None,
+        device=None,
+        torch_dtype: torch.dtype | None = None,
+        offload_imagebind: bool = True,
+        ema: bool = True,
+    ) -> LVMMPipeline:
         """Build from the training checkpoints (stage one defaults to the path recorded in stage two)."""
         two = read_stage(stage_two, STAGE_NETWORKS["stage_two"], ema)
         stage_one = stage_one or two.extra.get("motion_checkpoint")
@@ -575,26 +712,57 @@ class LVMMPipeline:
             raise AnimationError(f"{stage_two}: records no stage-one checkpoint; pass one explicitly")
         one = read_stage(stage_one, STAGE_NETWORKS["stage_one"], ema)
         if imagebind_config is None and imagebind is None:
-            imagebind_config = "tiny"   # as Animator.from_checkpoints: the random tiny model without weights
-        return cls._build(one, two, (str(stage_one), str(stage_two)), imagebind, imagebind_config, device, torch_dtype,
-                          offload_imagebind, None)
+            imagebind_config = "tiny"  # as Animator.from_checkpoints: the random tiny model without weights
+        return cls._build(
+            one,
+            two,
+            (str(stage_one), str(stage_two)),
+            imagebind,
+            imagebind_config,
+            device,
+            torch_dtype,
+            offload_imagebind,
+            None,
+        )
 
-    def save_pretrained(self, folder: str | Path, dtype: str = "fp32", trained_on: Mapping[str, str] | None = None) -> Path:
+    def save_pretrained(
+        self, folder: str | Path, dtype: str = "fp32", trained_on: Mapping[str, str] | None = None
+    ) -> Path:
         """Write this pipeline's networks as a model package (see :func:`write_package`)."""
         if self._stages is None:
             raise AnimationError("this pipeline was not built from checkpoints or a package; nothing to save")
         one, two = self._stages
         config = self.config or {}
-        return write_package(folder, one, two, dtype, imagebind=config.get("imagebind"),
-                             trained_on=trained_on or config.get("trained_on"),
-                             sources={k: v.get("source") for k, v in config.get("stages", {}).items()} or None)
+        return write_package(
+            folder,
+            one,
+            two,
+            dtype,
+            imagebind=config.get("imagebind"),
+            trained_on=trained_on or config.get("trained_on"),
+            sources={k: v.get("source") for k, v in config.get("stages", {}).items()} or None,
+        )
 
     # ------------------------------------------------------------------ generation
-    def __call__(self, image, prompt: str | None = None, audio: str | None = None, cond_image=None, *,
-                 seeds: Sequence[int] = (0,), num_frames: int | None = None, batch_size: int | None = None,
-                 loop: bool = False, loop_start: float | None = None, motion_strength: float = 1.0,
-                 mask: np.ndarray | None = None, drags: Sequence = (), callback: Callable[[int, int], None] | None = None,
-                 progress: bool = False, **options: Any) -> LVMMPipelineOutput:
+    def __call__(
+        self,
+        image,
+        prompt: str | None = None,
+        audio: str | None = None,
+        cond_image=None,
+        *,
+        seeds: Sequence[int] = (0,),
+        num_frames: int | None = None,
+        batch_size: int | None = None,
+        loop: bool = False,
+        loop_start: float | None = None,
+        motion_strength: float = 1.0,
+        mask: np.ndarray | None = None,
+        drags: Sequence = (),
+        callback: Callable[[int, int], None] | None = None,
+        progress: bool = False,
+        **options: Any,
+    ) -> LVMMPipelineOutput:
         """Animate ``image`` (a path, a PIL image or an (H, W, 3) uint8 array) once per seed.
 
         Conditions: at most one of ``prompt`` (text), ``audio`` (a file) or ``cond_image``. ``options`` are
@@ -621,7 +789,7 @@ class LVMMPipeline:
         opts = AnimationOptions(num_frames=num_frames, **options)
         if isinstance(image, (str, os.PathLike)):
             image = read_image(image)
-        elif hasattr(image, "convert") and hasattr(image, "size"):   # a PIL image
+        elif hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
             image = np.asarray(image.convert("RGB"))
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
@@ -637,14 +805,22 @@ class LVMMPipeline:
         size = batch_size or len(seeds)
         if size < 1:
             raise AnimationError(f"batch_size must be at least 1, got {batch_size}")
-        groups = [seeds[i:i + size] for i in range(0, len(seeds), size)]
+        groups = [seeds[i : i + size] for i in range(0, len(seeds), size)]
         total = opts.steps * len(groups)
         results: list[Animation] = []
         try:
             for g, group in enumerate(groups):
                 step_cb = None if callback is None else (lambda i, n, g=g: callback(g * n + i, total))
-                results += self.animator.animate(image, group, opts, prompt=prompt, audio=audio, cond_image=cond_image,
-                                                 progress=progress, callback=step_cb)
+                results += self.animator.animate(
+                    image,
+                    group,
+                    opts,
+                    prompt=prompt,
+                    audio=audio,
+                    cond_image=cond_image,
+                    progress=progress,
+                    callback=step_cb,
+                )
         finally:
             if isinstance(self.animator.encoder, OffloadedEncoder):
                 self.animator.encoder.forget()
@@ -656,5 +832,15 @@ class LVMMPipeline:
 DEFAULT_LOOP_GUIDANCE = 1e4
 """mu of loop self-guidance when a loop is asked for without one (what suits the tiny demo model)."""
 
-__all__ = ["LVMMPipeline", "LVMMPipelineOutput", "PackageError", "FieldEdit", "write_package", "read_package",
-           "verify_package", "read_stage", "LOOP_GUIDANCE_START", "DEFAULT_LOOP_GUIDANCE"]
+__all__ = [
+    "LVMMPipeline",
+    "LVMMPipelineOutput",
+    "PackageError",
+    "FieldEdit",
+    "write_package",
+    "read_package",
+    "verify_package",
+    "read_stage",
+    "LOOP_GUIDANCE_START",
+    "DEFAULT_LOOP_GUIDANCE",
+]

@@ -14,6 +14,7 @@ Memory stays bounded at any size: R runs ``chunk_size`` frames at a time at the 
 full-resolution composite runs on at most :data:`FULL_RES_PIXEL_BUDGET` pixels at once, and finished
 frames are stored as uint8; no full-resolution float32 clip is ever held.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,9 @@ FULL_RES_PIXEL_BUDGET = 1 << 23
 """Pixels of full-resolution float work per pass (8.4 M: about 100 MB for each 3-channel float32 tensor)."""
 
 
-def to_photo(x: torch.Tensor, size: tuple[int, int], valid: tuple[float, float] = (1.0, 1.0), fields: bool = False) -> torch.Tensor:
+def to_photo(
+    x: torch.Tensor, size: tuple[int, int], valid: tuple[float, float] = (1.0, 1.0), fields: bool = False
+) -> torch.Tensor:
     """Resample working-size maps (N, C, h, w) onto the photo's pixels (N, C, H, W), bicubic.
 
     ``valid`` = (fh, fw): the photo covers the top-left fraction fh x fw of the working frame (1, 1
@@ -37,18 +40,24 @@ def to_photo(x: torch.Tensor, size: tuple[int, int], valid: tuple[float, float] 
     """
     fh, fw = valid
     n = x.shape[0]
-    grid = base_grid(*size, device=x.device, dtype=x.dtype)                    # (1, 2, H, W), photo coordinates
+    grid = base_grid(*size, device=x.device, dtype=x.dtype)  # (1, 2, H, W), photo coordinates
     scale = grid.new_tensor([fw, fh]).view(1, 2, 1, 1)
     grid = ((grid + 1) * scale - 1).permute(0, 2, 3, 1).expand(n, -1, -1, -1)  # working-frame coordinates
     out = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False)
     if fields:
-        d = out[:, :2] / scale                                                 # normalised units of the photo
+        d = out[:, :2] / scale  # normalised units of the photo
         out = torch.cat([d, out[:, 2:3].clamp(0, 1), out[:, 3:]], 1)
     return out
 
 
-def render_photo(renderer, photo: np.ndarray, work: torch.Tensor, fields: torch.Tensor, chunk_size: int = 8,
-                 valid: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+def render_photo(
+    renderer,
+    photo: np.ndarray,
+    work: torch.Tensor,
+    fields: torch.Tensor,
+    chunk_size: int = 8,
+    valid: tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
     """Frames (T, H, W, 3) uint8 at the photo's resolution from fields (T, 3, h, w) of the working image.
 
     Args:
@@ -65,19 +74,19 @@ def render_photo(renderer, photo: np.ndarray, work: torch.Tensor, fields: torch.
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     height, width = photo.shape[:2]
     device = work.device
-    image = to_float(photo)[None].to(device)                                    # (1, 3, H, W): one float frame
+    image = to_float(photo)[None].to(device)  # (1, 3, H, W): one float frame
     out = np.empty((fields.shape[0], height, width, 3), dtype=np.uint8)
     per_pass = max(1, min(chunk_size, FULL_RES_PIXEL_BUDGET // (height * width)))
     with torch.no_grad():
         pyramid = renderer.encode(work)
         for start in range(0, fields.shape[0], chunk_size):
-            f = fields[start:start + chunk_size].to(device)                     # (t, 3, h, w)
+            f = fields[start : start + chunk_size].to(device)  # (t, 3, h, w)
             t = f.shape[0]
             fill = renderer.fill([p.expand(t, -1, -1, -1) for p in pyramid], f)  # (t, 3, h', w')
             for s in range(0, t, per_pass):
-                ff = to_photo(f[s:s + per_pass], (height, width), valid, fields=True)   # (p, 3, H, W)
+                ff = to_photo(f[s : s + per_pass], (height, width), valid, fields=True)  # (p, 3, H, W)
                 w = ff[:, 2:3]
                 warped = warp(image.expand(ff.shape[0], -1, -1, -1), ff[:, :2], mode="bicubic")
-                frame = w * warped + (1 - w) * to_photo(fill[s:s + per_pass], (height, width), valid)
-                out[start + s:start + s + ff.shape[0]] = to_uint8(frame.clamp(0, 1))
+                frame = w * warped + (1 - w) * to_photo(fill[s : s + per_pass], (height, width), valid)
+                out[start + s : start + s + ff.shape[0]] = to_uint8(frame.clamp(0, 1))
     return out

@@ -11,6 +11,7 @@ Conventions (docs/conventions.md, Flow convention):
   re-renders I_k from I_0.
 * A motion field ``p`` has 3 channels: (dx, dy, w), with the intention weight w in [0, 1].
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,9 @@ def resize_field(field: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(field, size=size, mode="bilinear", align_corners=False)
 
 
-def warp(image: torch.Tensor, displacement: torch.Tensor, padding_mode: str = "border", mode: str = "bilinear") -> torch.Tensor:
+def warp(
+    image: torch.Tensor, displacement: torch.Tensor, padding_mode: str = "border", mode: str = "bilinear"
+) -> torch.Tensor:
     """Backward-warp ``image`` (B, C, H, W) by ``displacement`` (B, 2, h, w), resized to (H, W).
 
     ``mode="bicubic"`` keeps more detail at sub-pixel shifts (and may overshoot [0, 1] slightly)."""

@@ -4,6 +4,7 @@ The LightningModule says *what* to show (``log_media(batch) -> {name: array}``);
 decides *when* (every N steps, rank zero only) and sends each item to wandb (offline works) and/or to
 disk. Videos are ``(T, H, W, 3)`` uint8 arrays, images ``(H, W, 3)`` uint8.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,9 +4,9 @@ Running in the predict loop gives multi-GPU and multi-node encoding with DDP for
 reads its own input shards and :class:`lvmm.datasets.latent_encoding.LatentShardWriter` writes its
 own output shards.
 """
+
 from __future__ import annotations
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -37,28 +37,34 @@ class MotionEncoding(pl.LightningModule):
         frames = batch["frames"]
         if frames.numel() == 0:
             return {"kept": [], "dropped": 0}
-        frames = frames.to(self.device)                       # (B, K+1, 3, H, W)
-        z = self.motion.encode_clip(frames)                   # (B, K+1, 4, h, w)
+        frames = frames.to(self.device)  # (B, K+1, 3, H, W)
+        z = self.motion.encode_clip(frames)  # (B, K+1, 4, h, w)
         last = self.motion.render(frames[:, 0], self.motion.decode(z[:, -1:]))[:, 0]  # (B, 3, H, W)
         mse = ((last.clamp(0, 1) - frames[:, -1]) * 255).pow(2).flatten(1).mean(1)
         keep = (mse <= self.threshold).nonzero().flatten().tolist()
         if not keep:
             return {"kept": [], "dropped": len(mse)}
-        firsts = to_uint8(frames[keep, 0])                    # (n, H, W, 3)
+        firsts = to_uint8(frames[keep, 0])  # (n, H, W, 3)
         img_emb = self.encoder.embed_images(list(firsts)).cpu().numpy()
         captions = [batch["meta"][i]["caption"] for i in keep]
         with_text = [j for j, c in enumerate(captions) if c]
         txt_emb = self.encoder.embed_texts([captions[j] for j in with_text]).cpu().numpy() if with_text else None
         records = []
         for n, i in enumerate(keep):
-            meta = dict(batch["meta"][i], reconstruction_mse=float(mse[i]), threshold=self.threshold,
-                        imagebind_weights=self.encoder.weights_id)
-            records.append({
-                "key": batch["keys"][i],
-                "motion": z[i].float().cpu().numpy(),
-                "img_emb": img_emb[n],
-                "txt_emb": txt_emb[with_text.index(n)] if n in with_text else None,
-                "first": firsts[n],
-                "json": meta,
-            })
+            meta = dict(
+                batch["meta"][i],
+                reconstruction_mse=float(mse[i]),
+                threshold=self.threshold,
+                imagebind_weights=self.encoder.weights_id,
+            )
+            records.append(
+                {
+                    "key": batch["keys"][i],
+                    "motion": z[i].float().cpu().numpy(),
+                    "img_emb": img_emb[n],
+                    "txt_emb": txt_emb[with_text.index(n)] if n in with_text else None,
+                    "first": firsts[n],
+                    "json": meta,
+                }
+            )
         return {"kept": records, "dropped": len(mse) - len(keep)}

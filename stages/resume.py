@@ -18,6 +18,7 @@ only then writes the final ``last.ckpt``, whose "current" weights are then the E
 it would continue from the EMA weights. This callback runs first and puts the raw weights back into that
 checkpoint (``current_model_state``; ``state_dict`` keeps the EMA weights).
 """
+
 from __future__ import annotations
 
 import random
@@ -31,8 +32,11 @@ def capture_rng() -> dict:
     """The process's random states, as tensors and lists (they load with ``torch.load(weights_only=True)``)."""
     version, state, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    out = {"torch": torch.get_rng_state(), "python": [version, list(state), gauss],
-           "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+    out = {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(state), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+    }
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
@@ -53,13 +57,13 @@ class ExactResume(pl.Callback):
 
     def __init__(self):
         self._pending: dict | None = None
-        self._position = [0, 0]     # (order epoch, batches of it trained on) of the training sampler
+        self._position = [0, 0]  # (order epoch, batches of it trained on) of the training sampler
         self._raw: dict | None = None
 
     @staticmethod
     def _sampler(trainer: pl.Trainer):
         loader = trainer.fit_loop._combined_loader
-        for dl in (loader.flattened if loader is not None else []):
+        for dl in loader.flattened if loader is not None else []:
             if hasattr(getattr(dl, "sampler", None), "resume_at") and dl.batch_size:
                 return dl.sampler, dl.batch_size
         return None, 0
@@ -84,10 +88,10 @@ class ExactResume(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if any(isinstance(cb, pl.callbacks.WeightAveraging) for cb in trainer.callbacks):
-            self._raw = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}   # before the EMA copy
+            self._raw = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}  # before the EMA copy
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        if self._raw is not None:   # WeightAveraging.on_save_checkpoint (after this) moves it to current_model_state
+        if self._raw is not None:  # WeightAveraging.on_save_checkpoint (after this) moves it to current_model_state
             checkpoint["state_dict"] = self._raw
             self._raw = None
 

@@ -11,6 +11,7 @@ Schedules (``schedule``):
 * ``"sequential"``: P + R alone until ``vae_start_step``; from then on P is frozen, E/D train and R is
   fine-tuned on decoded fields only (what it receives at inference).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,16 @@ import torch
 from torchvision.utils import flow_to_image
 
 from lvmm.evaluation.stage_one import PSNR_CAP_DB
-from lvmm.losses import (RandomTransform, ReconstructionLoss, edge_aware_smoothness, equivariance_loss,
-                         field_reconstruction_loss, lucas_kanade_teacher, photometric_loss, teacher_loss)
+from lvmm.losses import (
+    RandomTransform,
+    ReconstructionLoss,
+    edge_aware_smoothness,
+    equivariance_loss,
+    field_reconstruction_loss,
+    lucas_kanade_teacher,
+    photometric_loss,
+    teacher_loss,
+)
 from lvmm.nets.flow_predictor import FlowPredictor
 from lvmm.nets.motion_vae import MotionVAE
 from lvmm.nets.renderer import Renderer
@@ -40,7 +49,7 @@ def pairs_from_clips(batch: dict, pairs_per_clip: int) -> dict:
     frames = batch["frames"]
     b, t = frames.shape[:2]
     n = min(pairs_per_clip, t - 1)
-    k = torch.stack([torch.randperm(t - 1)[:n] + 1 for _ in range(b)]).to(frames.device)   # (B, n)
+    k = torch.stack([torch.randperm(t - 1)[:n] + 1 for _ in range(b)]).to(frames.device)  # (B, n)
     rows = torch.arange(b, device=frames.device)[:, None].expand(-1, n)
     pairs = {"img0": frames[:, 0][rows.flatten()], "imgk": frames[rows, k].flatten(0, 1), "k": k.flatten()}
     if "flows" in batch:
@@ -79,15 +88,37 @@ class StageOne(pl.LightningModule):
         pairs_per_clip: when the data yields clips (``mode="clips"``) rather than pairs, pairs drawn per clip.
     """
 
-    def __init__(self, flow: FlowPredictor, vae: MotionVAE, renderer: Renderer, schedule: str = "joint",
-                 vae_start_step: int = 0, vae_warmup_steps: int = 500, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 weight_decay: float = 0.0, lr_warmup_steps: int = 100, min_lr_ratio: float = 0.1,
-                 recon_weight: float = 1.0, decoded_recon_weight: float = 1.0, photometric_weight: float = 1.0,
-                 smoothness_weight: float = 0.02, equivariance_weight: float = 0.1, equivariance_sigma_affine: float = 0.05,
-                 equivariance_sigma_tps: float = 0.005, field_weight: float = 1.0, field_grad_weight: float = 1.0,
-                 kl_weight: float = 1e-6, teacher_weight: float = 0.0, teacher_anneal_steps: int = 1000, teacher_radius: int = 4,
-                 vgg19_weights: str | None = None, recon_scales: tuple[int, ...] = (1, 2, 4),
-                 photometric_scales: tuple[int, ...] = (1, 2, 4), pairs_per_clip: int = 8):
+    def __init__(
+        self,
+        flow: FlowPredictor,
+        vae: MotionVAE,
+        renderer: Renderer,
+        schedule: str = "joint",
+        vae_start_step: int = 0,
+        vae_warmup_steps: int = 500,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        lr_warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        recon_weight: float = 1.0,
+        decoded_recon_weight: float = 1.0,
+        photometric_weight: float = 1.0,
+        smoothness_weight: float = 0.02,
+        equivariance_weight: float = 0.1,
+        equivariance_sigma_affine: float = 0.05,
+        equivariance_sigma_tps: float = 0.005,
+        field_weight: float = 1.0,
+        field_grad_weight: float = 1.0,
+        kl_weight: float = 1e-6,
+        teacher_weight: float = 0.0,
+        teacher_anneal_steps: int = 1000,
+        teacher_radius: int = 4,
+        vgg19_weights: str | None = None,
+        recon_scales: tuple[int, ...] = (1, 2, 4),
+        photometric_scales: tuple[int, ...] = (1, 2, 4),
+        pairs_per_clip: int = 8,
+    ):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
@@ -121,9 +152,13 @@ class StageOne(pl.LightningModule):
             out = self.flow(img0, imgk)
         field = out.field
         if not frozen:
-            logs["photometric"] = sum(photometric_loss(img0, imgk, d, h.photometric_scales) for d in out.passes) / len(out.passes)
+            logs["photometric"] = sum(photometric_loss(img0, imgk, d, h.photometric_scales) for d in out.passes) / len(
+                out.passes
+            )
             logs["smoothness"] = sum(edge_aware_smoothness(d, imgk) for d in out.passes) / len(out.passes)
-            transform = RandomTransform(len(img0), h.equivariance_sigma_affine, h.equivariance_sigma_tps, device=img0.device, dtype=img0.dtype)
+            transform = RandomTransform(
+                len(img0), h.equivariance_sigma_affine, h.equivariance_sigma_tps, device=img0.device, dtype=img0.dtype
+            )
             logs["equivariance"] = equivariance_loss(self.flow.regions, img0, transform, out.regions0)
             logs["recon"] = self.recon_loss(self.renderer(img0, field), imgk)
             total = total + h.photometric_weight * logs["photometric"] + h.smoothness_weight * logs["smoothness"]
@@ -136,10 +171,14 @@ class StageOne(pl.LightningModule):
         if ramp > 0:
             target = field.detach()  # the VAE learns P's fields; it must not pull P towards easy-to-encode ones
             decoded, posterior = self.vae(target)
-            logs["field_l1"], logs["field_grad"] = field_reconstruction_loss(decoded, target, self.vae.displacement_scale)
+            logs["field_l1"], logs["field_grad"] = field_reconstruction_loss(
+                decoded, target, self.vae.displacement_scale
+            )
             logs["kl"] = posterior.kl().mean()
             logs["decoded_recon"] = self.recon_loss(self.renderer(img0, decoded), imgk)
-            vae_total = h.field_weight * logs["field_l1"] + h.field_grad_weight * logs["field_grad"] + h.kl_weight * logs["kl"]
+            vae_total = (
+                h.field_weight * logs["field_l1"] + h.field_grad_weight * logs["field_grad"] + h.kl_weight * logs["kl"]
+            )
             total = total + ramp * (vae_total + h.decoded_recon_weight * logs["decoded_recon"])
         if batch.get("has_flow") is not None and bool(torch.as_tensor(batch["has_flow"]).all()):
             logs["epe_px"] = end_point_error(field.detach(), batch["flow"])
@@ -160,9 +199,11 @@ class StageOne(pl.LightningModule):
         img0, imgk = batch["img0"], batch["imgk"]
         field = self.flow(img0, imgk).field
         decoded = self.vae.decode(self.vae.encode(field).mode())
-        metrics = {"psnr_pred": psnr(self.renderer(img0, field), imgk).mean(),
-                   "psnr_decoded": psnr(self.renderer(img0, decoded), imgk).mean(),
-                   "psnr_copy": psnr(img0, imgk).mean()}
+        metrics = {
+            "psnr_pred": psnr(self.renderer(img0, field), imgk).mean(),
+            "psnr_decoded": psnr(self.renderer(img0, decoded), imgk).mean(),
+            "psnr_copy": psnr(img0, imgk).mean(),
+        }
         if bool(torch.as_tensor(batch.get("has_flow", False)).all()):
             metrics["epe_px"] = end_point_error(field, batch["flow"])
             metrics["epe_px_decoded"] = end_point_error(decoded, batch["flow"])
@@ -189,7 +230,11 @@ class StageOne(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints and media
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # what lvmm.checkpoint.load_networks needs to rebuild the networks without this module
-        checkpoint["lvmm_networks"] = {"flow": self.flow.config, "vae": self.vae.config, "renderer": self.renderer.config}
+        checkpoint["lvmm_networks"] = {
+            "flow": self.flow.config,
+            "vae": self.vae.config,
+            "renderer": self.renderer.config,
+        }
 
     @torch.no_grad()
     def log_media(self, batch: dict) -> dict[str, np.ndarray]:
@@ -200,8 +245,10 @@ class StageOne(pl.LightningModule):
         decoded = self.vae.decode(self.vae.encode(field).mode())
         rows = []
         for f in (field, decoded):
-            rows.append(torch.cat([img0, imgk, self.renderer(img0, f), field_to_rgb(f, img0.shape[-2:])], -1))  # (B, 3, H, 5W)
-        panel = torch.cat([torch.cat(list(r), -2) for r in rows], -2)                                   # (3, 2BH, 5W)
+            rows.append(
+                torch.cat([img0, imgk, self.renderer(img0, f), field_to_rgb(f, img0.shape[-2:])], -1)
+            )  # (B, 3, H, 5W)
+        panel = torch.cat([torch.cat(list(r), -2) for r in rows], -2)  # (3, 2BH, 5W)
         return {"stage1": (panel.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()}
 
 

@@ -22,6 +22,7 @@ ranks. ImageBind embeddings of one corpus have cosine similarities near 1 to eac
 demo's captions under the random encoder), so centring is what lets the text token steer the sample.
 The statistics are buffers of the U-Net and travel with its weights.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,14 +73,31 @@ class StageTwo(pl.LightningModule):
         media_upscale: nearest-neighbour enlargement of latent-size panels when no stage one is set.
     """
 
-    def __init__(self, unet: UNet3D, num_frames: int = 8, prediction_type: str = "v_prediction",
-                 beta_schedule: str = "squaredcos_cap_v2", num_train_timesteps: int = 1000,
-                 min_snr_gamma: float | None = 5.0, image_dropout: float = 0.1, text_dropout: float = 0.1,
-                 uncond_dropout: float = 0.1, latent_scale: float | None = None, standardize_tokens: bool = True,
-                 residual_latents: bool = True, lr: float = 1e-4,
-                 betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, warmup_steps: int = 0, motion_checkpoint: str | None = None,
-                 media_sampler: str = "ddim", media_steps: int = 50, media_guidance_scale: float = 1.0,
-                 media_samples: int = 4, media_upscale: int = 8):
+    def __init__(
+        self,
+        unet: UNet3D,
+        num_frames: int = 8,
+        prediction_type: str = "v_prediction",
+        beta_schedule: str = "squaredcos_cap_v2",
+        num_train_timesteps: int = 1000,
+        min_snr_gamma: float | None = 5.0,
+        image_dropout: float = 0.1,
+        text_dropout: float = 0.1,
+        uncond_dropout: float = 0.1,
+        latent_scale: float | None = None,
+        standardize_tokens: bool = True,
+        residual_latents: bool = True,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        motion_checkpoint: str | None = None,
+        media_sampler: str = "ddim",
+        media_steps: int = 50,
+        media_guidance_scale: float = 1.0,
+        media_samples: int = 4,
+        media_upscale: int = 8,
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["unet"])
         if num_frames > unet.max_frames:
@@ -87,13 +105,17 @@ class StageTwo(pl.LightningModule):
         if media_sampler not in SAMPLERS:
             raise ValueError(f"media_sampler must be one of {SAMPLERS}")
         self.unet = unet
-        self.diffusion = Diffusion(DiffusionConfig(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                                                   prediction_type=prediction_type), min_snr_gamma=min_snr_gamma)
+        self.diffusion = Diffusion(
+            DiffusionConfig(
+                num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type
+            ),
+            min_snr_gamma=min_snr_gamma,
+        )
         self.latent_scale = latent_scale
         self.z0_scale: float | None = latent_scale  # of the z_0 condition: 1 / std(z_0..z_K)
         self.token_statistics_set = False
         self.latent_size: list[int] | None = None  # (h, w) of the training latents, recorded for generation
-        self.frame_size: list[int] | None = None   # (H, W) of the training frames, recorded for generation
+        self.frame_size: list[int] | None = None  # (H, W) of the training frames, recorded for generation
         self._motion_model: list = []  # a list keeps stage one out of this module's parameters and state dict
 
     # ----- conditions and scale -------------------------------------------------------------------------
@@ -117,20 +139,20 @@ class StageTwo(pl.LightningModule):
     def _ensure_token_statistics(self, batch: dict) -> None:
         if not self.hparams.standardize_tokens or self.token_statistics_set:
             return
-        tokens = torch.stack([batch["img_emb"], batch["txt_emb"]], 1).detach().float()              # (B, S, D)
+        tokens = torch.stack([batch["img_emb"], batch["txt_emb"]], 1).detach().float()  # (B, S, D)
         present = torch.stack([torch.ones_like(batch["has_txt"]).bool(), batch["has_txt"].bool()], 1)
-        weight = present.float()[..., None]                                                          # (B, S, 1)
+        weight = present.float()[..., None]  # (B, S, 1)
 
-        def total(x: torch.Tensor) -> torch.Tensor:   # summed over the batch and over the DDP ranks
+        def total(x: torch.Tensor) -> torch.Tensor:  # summed over the batch and over the DDP ranks
             x = x.sum(0)
             if self._trainer is not None and self.trainer.world_size > 1:
                 x = self.all_gather(x).sum(0)
             return x
 
-        count = total(weight)                                                                        # (S, 1)
-        mean = total(tokens * weight) / count.clamp_min(1)                                           # (S, D)
+        count = total(weight)  # (S, 1)
+        mean = total(tokens * weight) / count.clamp_min(1)  # (S, D)
         var = total((tokens - mean) ** 2 * weight).mean(-1, keepdim=True) / (count - 1).clamp_min(1)  # (S, 1)
-        scale = torch.where(var > 0, var.sqrt(), torch.ones_like(var))   # a slot with no token stays identity
+        scale = torch.where(var > 0, var.sqrt(), torch.ones_like(var))  # a slot with no token stays identity
         self.unet.set_token_statistics(mean, scale)
         self.token_statistics_set = True
 
@@ -138,8 +160,10 @@ class StageTwo(pl.LightningModule):
         # fail at the start, not at the first media step thousands of steps in
         path = self.hparams.motion_checkpoint
         if stage == "fit" and path is not None and not os.path.isfile(path):
-            raise FileNotFoundError(f"motion_checkpoint {path}: stage-one checkpoint not found (train stage one first, "
-                                    "or set model.init_args.motion_checkpoint)")
+            raise FileNotFoundError(
+                f"motion_checkpoint {path}: stage-one checkpoint not found (train stage one first, "
+                "or set model.init_args.motion_checkpoint)"
+            )
 
     def motion_model(self):
         """The stage-one :class:`lvmm.motion.MotionModel` of ``motion_checkpoint``, or None."""
@@ -160,14 +184,18 @@ class StageTwo(pl.LightningModule):
         if "appearance" in batch:
             return batch["appearance"]
         if self.motion_model() is None:
-            raise ValueError("the U-Net takes an appearance map, but the batch has none and no motion_checkpoint is set")
+            raise ValueError(
+                "the U-Net takes an appearance map, but the batch has none and no motion_checkpoint is set"
+            )
         with torch.no_grad():
             return self.motion_model().appearance(batch["first"])
 
     def inputs(self, batch: dict, drop: bool) -> tuple[torch.Tensor, dict]:
         """Scaled clean sample x0 (B, C, K, h, w) and the U-Net's conditions, tokens dropped when ``drop``."""
         # unit-length embeddings, as sampling gives them (every modality at one scale)
-        batch = dict(batch, img_emb=condition_embedding(batch["img_emb"]), txt_emb=condition_embedding(batch["txt_emb"]))
+        batch = dict(
+            batch, img_emb=condition_embedding(batch["img_emb"]), txt_emb=condition_embedding(batch["txt_emb"])
+        )
         self._ensure_latent_scale(batch["z"], batch["z0"])
         self._ensure_token_statistics(batch)
         self.latent_size = list(batch["z"].shape[-2:])
@@ -183,10 +211,12 @@ class StageTwo(pl.LightningModule):
             keep_txt = keep_txt & (torch.rand(b, device=x0.device) >= self.hparams.text_dropout)
             keep_any = torch.rand(b, device=x0.device) >= self.hparams.get("uncond_dropout", 0.0)
             keep_img, keep_txt = keep_img & keep_any, keep_txt & keep_any
-        cond = {"z0": batch["z0"] * self.z0_scale,
-                "tokens": torch.stack([batch["img_emb"], batch["txt_emb"]], 1).to(x0.dtype),
-                "token_mask": torch.stack([keep_img, keep_txt], 1),
-                "appearance": self.appearance(batch)}
+        cond = {
+            "z0": batch["z0"] * self.z0_scale,
+            "tokens": torch.stack([batch["img_emb"], batch["txt_emb"]], 1).to(x0.dtype),
+            "token_mask": torch.stack([keep_img, keep_txt], 1),
+            "appearance": self.appearance(batch),
+        }
         return x0, cond
 
     # ----- training -------------------------------------------------------------------------------------
@@ -218,17 +248,40 @@ class StageTwo(pl.LightningModule):
     # ----- generation and media -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, batch: dict, *, seeds, num_frames: int | None = None, sampler: str = "ddim", steps: int = 50,
-                 eta: float = 0.0, guidance_scale: float = 0.0, loop_guidance: LoopGuidance | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        batch: dict,
+        *,
+        seeds,
+        num_frames: int | None = None,
+        sampler: str = "ddim",
+        steps: int = 50,
+        eta: float = 0.0,
+        guidance_scale: float = 0.0,
+        loop_guidance: LoopGuidance | None = None,
+    ) -> torch.Tensor:
         """Sample latent motion (B, T, C, h, w) in data units for the first frames of ``batch``."""
         if self.latent_scale is None:
             self._ensure_latent_scale(batch["z"], batch["z0"])
-        return sample_motion(self.unet, self.diffusion.config, batch["z0"], batch["img_emb"], batch["txt_emb"],
-                             num_frames=num_frames or self.hparams.num_frames, seeds=list(seeds),
-                             latent_scale=self.latent_scale, appearance=self.appearance(batch),
-                             has_txt=batch["has_txt"], sampler=sampler, steps=steps, eta=eta,
-                             guidance_scale=guidance_scale, guidance=[loop_guidance] if loop_guidance else [],
-                             residual=self.hparams.residual_latents, z0_scale=self.z0_scale)
+        return sample_motion(
+            self.unet,
+            self.diffusion.config,
+            batch["z0"],
+            batch["img_emb"],
+            batch["txt_emb"],
+            num_frames=num_frames or self.hparams.num_frames,
+            seeds=list(seeds),
+            latent_scale=self.latent_scale,
+            appearance=self.appearance(batch),
+            has_txt=batch["has_txt"],
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
+            guidance_scale=guidance_scale,
+            guidance=[loop_guidance] if loop_guidance else [],
+            residual=self.hparams.residual_latents,
+            z0_scale=self.z0_scale,
+        )
 
     def log_media(self, batch: dict) -> dict[str, np.ndarray]:
         """Videos of sampled motion for the first ``media_samples`` items, beside the true motion.
@@ -241,10 +294,16 @@ class StageTwo(pl.LightningModule):
         hp = self.hparams
         n = min(hp.media_samples, batch["z0"].shape[0])
         sub = {k: v[:n] for k, v in batch.items()}
-        z = self.generate(sub, seeds=range(n), num_frames=sub["z"].shape[1], sampler=hp.media_sampler,
-                          steps=hp.media_steps, guidance_scale=hp.media_guidance_scale).float()  # (n, T, C, h, w)
+        z = self.generate(
+            sub,
+            seeds=range(n),
+            num_frames=sub["z"].shape[1],
+            sampler=hp.media_sampler,
+            steps=hp.media_steps,
+            guidance_scale=hp.media_guidance_scale,
+        ).float()  # (n, T, C, h, w)
 
-        def colours(fields: torch.Tensor, size) -> torch.Tensor:    # (n, T, >=2, h, w) -> (n, T, 3, H, W) uint8
+        def colours(fields: torch.Tensor, size) -> torch.Tensor:  # (n, T, >=2, h, w) -> (n, T, 3, H, W) uint8
             flat = rearrange(fields[:, :, :2].float(), "n t c h w -> (n t) c h w")
             img = flow_to_image(F.interpolate(flat, size=size, mode="nearest"))
             return rearrange(img, "(n t) c h w -> n t c h w", n=fields.shape[0])
@@ -258,7 +317,7 @@ class StageTwo(pl.LightningModule):
         true_fields, fields = motion.decode(sub["z"].float()), motion.decode(z)
         size = first.shape[-2:]
         frames = [(motion.render(first, f).clamp(0, 1) * 255).round().to(torch.uint8) for f in (true_fields, fields)]
-        panel = torch.cat(frames + [colours(fields, size)], dim=-1)       # true | sampled | sampled fields
+        panel = torch.cat(frames + [colours(fields, size)], dim=-1)  # true | sampled | sampled fields
         return {"motion_true_sampled_fields": to_video(panel)}
 
     # ----- checkpoints ----------------------------------------------------------------------------------
@@ -266,13 +325,24 @@ class StageTwo(pl.LightningModule):
     def extra(self) -> dict[str, Any]:
         """What generation needs besides the U-Net's weights (the checkpoint's ``lvmm_extra``)."""
         u = self.unet
-        return {"diffusion": self.diffusion.config.to_dict(), "prediction_type": self.diffusion.config.prediction_type,
-                "latent_scale": self.latent_scale, "z0_scale": self.z0_scale,
-                "residual_latents": bool(self.hparams.residual_latents), "num_frames": self.hparams.num_frames, "max_frames": u.max_frames,
-                "latent_channels": u.in_channels, "latent_size": self.latent_size, "frame_size": self.frame_size,
-                "latent_multiple": u.downsample_factor, "cond_dim": u.cond_dim, "token_names": list(TOKEN_NAMES),
-                "appearance_channels": u.appearance_channels, "motion_checkpoint": self.hparams.motion_checkpoint,
-                "token_statistics_set": self.token_statistics_set}
+        return {
+            "diffusion": self.diffusion.config.to_dict(),
+            "prediction_type": self.diffusion.config.prediction_type,
+            "latent_scale": self.latent_scale,
+            "z0_scale": self.z0_scale,
+            "residual_latents": bool(self.hparams.residual_latents),
+            "num_frames": self.hparams.num_frames,
+            "max_frames": u.max_frames,
+            "latent_channels": u.in_channels,
+            "latent_size": self.latent_size,
+            "frame_size": self.frame_size,
+            "latent_multiple": u.downsample_factor,
+            "cond_dim": u.cond_dim,
+            "token_names": list(TOKEN_NAMES),
+            "appearance_channels": u.appearance_channels,
+            "motion_checkpoint": self.hparams.motion_checkpoint,
+            "token_statistics_set": self.token_statistics_set,
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lvmm_networks"] = {"unet": self.unet.config}

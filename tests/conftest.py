@@ -1,4 +1,5 @@
 """Shared test set-up: offline wandb, CPU-only determinism, and a GPU marker that skips without one."""
+
 import os
 
 import pytest

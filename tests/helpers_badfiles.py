@@ -1,4 +1,5 @@
 """A corpus of bad inputs beside good ones, for the bad-corpus drill: every kind of file that broke a run."""
+
 from __future__ import annotations
 
 import struct
@@ -8,9 +9,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from helpers_video import moving_pattern, write_video
 from PIL import Image
 
-from helpers_video import moving_pattern, write_video
 from lvmm.media import encode_mp4
 
 
@@ -31,16 +32,25 @@ def faststart_mp4(path: Path, frames: np.ndarray, fps: float = 8.0) -> bytes:
 
 def png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG whose header claims ``width x height`` (a decompression bomb's calling card)."""
+
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def write_good(root: Path) -> dict[str, np.ndarray]:
     """Good inputs: two mp4s (one captioned), a gif, and a frame folder of 16-bit grey PNGs; returns their frames."""
-    good = {"good/a.mp4": moving_pattern(8, 32, 32, seed=1), "good/b.mp4": moving_pattern(8, 32, 32, seed=2),
-            "good/c.gif": moving_pattern(6, 32, 32, seed=3)}
+    good = {
+        "good/a.mp4": moving_pattern(8, 32, 32, seed=1),
+        "good/b.mp4": moving_pattern(8, 32, 32, seed=2),
+        "good/c.gif": moving_pattern(6, 32, 32, seed=3),
+    }
     for rel, frames in good.items():
         write_video(root / rel, frames, fps=8.0)
     (root / "good" / "a.txt").write_text("a good caption\n")
@@ -73,7 +83,7 @@ def write_bad(root: Path) -> dict[str, str]:
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes(b"\x00\x00" * 800)
-    gif = (bad / "cut.gif")
+    gif = bad / "cut.gif"
     write_video(gif, moving_pattern(12, 32, 32, seed=4), fps=8.0)
     gif.write_bytes(gif.read_bytes()[:200])
     mixed = bad / "mixed_sizes"
@@ -92,9 +102,20 @@ def write_bad(root: Path) -> dict[str, str]:
     (bad / "latin1_caption.txt").write_bytes(b"caf\xe9 cr\xe8me")
     write_video(bad / "huge_caption.mp4", moving_pattern(8, 32, 32, seed=11), fps=8.0)
     (bad / "huge_caption.txt").write_text("word " * 40_000)
-    return {"bad/truncated_after_index.mp4": "decode", "bad/truncated_half.mp4": "cannot open",
-            "bad/empty.mp4": "empty file", "bad/text.mp4": "cannot open", "bad/random.avi": "cannot open",
-            "bad/random.webm": "cannot open", "bad/html.mkv": "cannot open", "bad/audio_only.mov": "no video stream",
-            "bad/cut.gif": "decode", "bad/mixed_sizes": "the first was", "bad/corrupt_frame": "img_0002.png",
-            "bad/garbage_frame": "img_0001.png", "bad/bomb_frame": "limit", "bad/latin1_caption.mp4": "not UTF-8",
-            "bad/huge_caption.mp4": "limit"}
+    return {
+        "bad/truncated_after_index.mp4": "decode",
+        "bad/truncated_half.mp4": "cannot open",
+        "bad/empty.mp4": "empty file",
+        "bad/text.mp4": "cannot open",
+        "bad/random.avi": "cannot open",
+        "bad/random.webm": "cannot open",
+        "bad/html.mkv": "cannot open",
+        "bad/audio_only.mov": "no video stream",
+        "bad/cut.gif": "decode",
+        "bad/mixed_sizes": "the first was",
+        "bad/corrupt_frame": "img_0002.png",
+        "bad/garbage_frame": "img_0001.png",
+        "bad/bomb_frame": "limit",
+        "bad/latin1_caption.mp4": "not UTF-8",
+        "bad/huge_caption.mp4": "limit",
+    }

@@ -1,4 +1,5 @@
 """Tiny checkpoints of both stages and tiny video shards, for the encode and animation tests."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,10 +12,30 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_IMAGEBIND_DIM = 32  # the tiny ImageBind's embedding size
 
 
-def make_video_shards(out: Path, clips: int = 6, size: int = 64, frames: int = 9, per_shard: int = 3, name: str = "proc") -> list[Path]:
-    cmd = [sys.executable, str(ROOT / "tools" / "make_shards.py"), "--recipe", "procedural", "--num-clips", str(clips),
-           "--size", str(size), "--clip-len", str(frames), "--out", str(out), "--name", name, "--format", "npy",
-           "--max-samples", str(per_shard), "--no-progress"]
+def make_video_shards(
+    out: Path, clips: int = 6, size: int = 64, frames: int = 9, per_shard: int = 3, name: str = "proc"
+) -> list[Path]:
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools" / "make_shards.py"),
+        "--recipe",
+        "procedural",
+        "--num-clips",
+        str(clips),
+        "--size",
+        str(size),
+        "--clip-len",
+        str(frames),
+        "--out",
+        str(out),
+        "--name",
+        name,
+        "--format",
+        "npy",
+        "--max-samples",
+        str(per_shard),
+        "--no-progress",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return sorted(out.glob(f"{name}-*.tar"))

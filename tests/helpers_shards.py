@@ -1,4 +1,5 @@
 """Shared helpers of the shard tests and drills: the CLIs, and reading shards and manifests back."""
+
 from __future__ import annotations
 
 import importlib.util

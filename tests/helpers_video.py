@@ -1,4 +1,5 @@
 """Small synthetic videos for the data tests: a textured pattern that moves, in several containers."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -9,8 +10,9 @@ import numpy as np
 from lvmm.media import atomic_write_bytes, encode_gif, encode_mp4, write_image
 
 
-def moving_pattern(num_frames: int = 16, height: int = 64, width: int = 64, seed: int = 0,
-                   speed: tuple[float, float] = (1.0, 0.5)) -> np.ndarray:
+def moving_pattern(
+    num_frames: int = 16, height: int = 64, width: int = 64, seed: int = 0, speed: tuple[float, float] = (1.0, 0.5)
+) -> np.ndarray:
     """``(T, H, W, 3)`` uint8: smooth colour blobs translating ``speed`` px/frame (codec friendly)."""
     rng = np.random.default_rng(seed)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)

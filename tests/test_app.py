@@ -1,4 +1,5 @@
 """The web page (tools/app.py): its helpers, and the page itself in headless Chromium (Selenium)."""
+
 import os
 import shutil
 import socket
@@ -11,20 +12,20 @@ import numpy as np
 import pytest
 from helpers_pipeline import ROOT, stage_one_checkpoint, stage_two_checkpoint
 
-SCREENSHOT_DIR = os.environ.get("LVMM_SCREENSHOT_DIR")   # where the browser test also keeps its screenshots
+SCREENSHOT_DIR = os.environ.get("LVMM_SCREENSHOT_DIR")  # where the browser test also keeps its screenshots
 
 
 def test_frame_plan_and_mask():
     from tools.app import frame_plan, mask_from_editor
 
-    assert frame_plan(0.75, 8, loop=True, max_frames=8) == 7          # a loop plays frames 1..K-1
-    assert frame_plan(0.625, 8, loop=False, max_frames=8) == 4        # a clip is I_0 + K frames
+    assert frame_plan(0.75, 8, loop=True, max_frames=8) == 7  # a loop plays frames 1..K-1
+    assert frame_plan(0.625, 8, loop=False, max_frames=8) == 4  # a clip is I_0 + K frames
     with pytest.raises(ValueError, match="this model makes 2 to 7"):
         frame_plan(2, 8, loop=True, max_frames=8)
     layer = np.zeros((10, 20, 4), np.uint8)
-    assert mask_from_editor({"background": None, "layers": [layer]}, (10, 20)) is None   # nothing painted
+    assert mask_from_editor({"background": None, "layers": [layer]}, (10, 20)) is None  # nothing painted
     layer[2:5, 3:9, 3] = 255
-    mask = mask_from_editor({"layers": [layer]}, (20, 40))                                # resized to the photo
+    mask = mask_from_editor({"layers": [layer]}, (20, 40))  # resized to the photo
     assert mask.shape == (20, 40) and mask[4:10, 6:18].all() and mask.sum() == 6 * 12
 
 
@@ -34,7 +35,7 @@ def test_command_line_binds_locally_by_default():
     args = build_parser().parse_args(["--ckpt", "stage2.ckpt"])
     assert args.host == "127.0.0.1" and args.model is None
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--ckpt", "a", "--model", "b"])     # one source only
+        build_parser().parse_args(["--ckpt", "a", "--model", "b"])  # one source only
 
 
 def _free_port() -> int:
@@ -53,7 +54,9 @@ def _browser():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not chromium or not driver:
-        pytest.skip("no chromium/chromedriver on PATH (.ci/run installs them: apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "no chromium/chromedriver on PATH (.ci/run installs them: apt-get install chromium chromium-driver)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
@@ -74,11 +77,16 @@ def server(tmp_path):
     package = export(["--stage2", str(s2), "--out", str(tmp_path / "package")])
     port = _free_port()
     log = open(tmp_path / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "app.py"), "--model", str(package), "--port", str(port)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "app.py"), "--model", str(package), "--port", str(port)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"),
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + 180          # importing torch and gradio on a busy 2-core machine
+        deadline = time.time() + 180  # importing torch and gradio on a busy 2-core machine
         while True:
             try:
                 urllib.request.urlopen(url, timeout=2)  # ok: the test's own localhost server
@@ -143,7 +151,7 @@ def test_page_in_a_real_browser(server, tmp_path):
         shots.append(path)
 
     try:
-        h, w, fps, duration = 64, 96, 8, 0.75                                  # a loop of 6 frames
+        h, w, fps, duration = 64, 96, 8, 0.75  # a loop of 6 frames
         from PIL import Image
 
         from lvmm.datasets.procedural import load_photo
@@ -174,19 +182,29 @@ def test_page_in_a_real_browser(server, tmp_path):
         status = _wait_status(driver, ["Done", "Cannot"], 150)
         assert status.startswith("Done") and f"6 frames of {w}x{h}" in status, status
         coverage = float(status.split("region brush covers ")[1].split(" %")[0])
-        assert 0 < coverage < 100                                             # the stroke reached the server
+        assert 0 < coverage < 100  # the stroke reached the server
         assert "1 drag arrow(s)" in status
         src = _find(driver, "#video video").get_attribute("src")
         video = tmp_path / "served.mp4"
         video.write_bytes(urllib.request.urlopen(src, timeout=30).read())  # ok: localhost
-        frames, served_fps = read_video(video)                                 # PyAV
+        frames, served_fps = read_video(video)  # PyAV
         assert frames.shape == (round(duration * fps), h, w, 3) and served_fps == pytest.approx(fps)
-        listing = driver.find_element(By.ID, "downloads").text.replace("\n", "")   # names and suffixes sit in separate elements
+        listing = driver.find_element(By.ID, "downloads").text.replace(
+            "\n", ""
+        )  # names and suffixes sit in separate elements
         assert all(n in listing for n in ("lvmm_seed0.mp4", "lvmm_seed0.gif", "fields.npy")), listing
-        links = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#downloads a") if a.get_attribute("href")]
+        links = [
+            a.get_attribute("href")
+            for a in driver.find_elements(By.CSS_SELECTOR, "#downloads a")
+            if a.get_attribute("href")
+        ]
         fields = next(link for link in links if link.endswith("fields.npy"))
         (tmp_path / "fields.npy").write_bytes(urllib.request.urlopen(fields, timeout=30).read())  # ok: localhost
-        assert np.load(tmp_path / "fields.npy", allow_pickle=False).shape[:3] == (1, round(duration * fps), 3)   # (seeds, T, 3, h, w)
+        assert np.load(tmp_path / "fields.npy", allow_pickle=False).shape[:3] == (
+            1,
+            round(duration * fps),
+            3,
+        )  # (seeds, T, 3, h, w)
         assert driver.find_element(By.CSS_SELECTOR, "#flow video").get_attribute("src")
         shot("app_after_generation.png")
 
@@ -202,7 +220,7 @@ def test_page_in_a_real_browser(server, tmp_path):
         # a text file as the photo: a message in the page, and the server keeps serving
         notes = tmp_path / "notes.txt"
         notes.write_text("not a photo")
-        for button in driver.find_elements(By.CSS_SELECTOR, "#photo-upload button"):   # clear the photo first
+        for button in driver.find_elements(By.CSS_SELECTOR, "#photo-upload button"):  # clear the photo first
             if (button.get_attribute("aria-label") or "").lower() in ("clear", "remove", "close"):
                 button.click()
         _find(driver, "#photo-upload input[type=file]").send_keys(str(notes))

@@ -1,5 +1,6 @@
 """Every YAML under configs/ parses and instantiates (large models on the meta device), and the steps chain:
 each step's default inputs are the previous step's default outputs."""
+
 from __future__ import annotations
 
 import sys
@@ -19,16 +20,28 @@ from tools.train import CHECKPOINT_SUBDIR, config_chain  # noqa: E402
 TRAIN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("stage*/*.yaml"))
 BENCHMARKS = ("mug", "mhad", "natops")
 # run the full-size configs' trainers on one CPU process: only the model, data and callbacks are under test
-CPU_TRAINER = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1",
-               "--trainer.strategy", "auto", "--trainer.precision", "32-true"]
+CPU_TRAINER = [
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "1",
+    "--trainer.num_nodes",
+    "1",
+    "--trainer.strategy",
+    "auto",
+    "--trainer.precision",
+    "32-true",
+]
 
 
 def merged(path: Path) -> dict:
     """A config with its __base__ chain merged (dicts merged key by key, like jsonargparse)."""
+
     def merge(a, b):
         if isinstance(a, dict) and isinstance(b, dict):
             return {**a, **{k: merge(a.get(k), v) if k in a else v for k, v in b.items()}}
         return b
+
     out: dict = {}
     for _, data in config_chain(path):
         out = merge(out, data)
@@ -42,20 +55,26 @@ def _cli(path: Path, *extra: str):
 
     args = expand_config_args(["--config", str(path), *CPU_TRAINER, *extra])
     with mock.patch.object(sys, "argv", ["train.py"]), torch.device("meta"):
-        return LVMMCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                       run=False, args=args)
+        return LVMMCLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            run=False,
+            args=args,
+        )
 
 
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_instantiates(path, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)   # loggers may create folders under their save_dir
+    monkeypatch.chdir(tmp_path)  # loggers may create folders under their save_dir
     cli = _cli(path)
     cfg = merged(path)
     assert type(cli.model).__name__ in ("StageOne", "StageTwo")
-    assert next(cli.model.parameters()).device.type == "meta"   # built without allocating the large models
+    assert next(cli.model.parameters()).device.type == "meta"  # built without allocating the large models
     root = Path(cfg["trainer"]["default_root_dir"])
-    assert Path(cli.trainer.checkpoint_callback.dirpath) == root / CHECKPOINT_SUBDIR   # the documented location
-    if "DATASET" not in str(root):                                                     # bases are templates
+    assert Path(cli.trainer.checkpoint_callback.dirpath) == root / CHECKPOINT_SUBDIR  # the documented location
+    if "DATASET" not in str(root):  # bases are templates
         assert cli.trainer.logger is None or Path(cli.trainer.logger.save_dir) == root
 
 
@@ -90,10 +109,12 @@ def test_benchmark_steps_chain(dataset):
     flow, vae = s1["model"]["init_args"]["flow"]["init_args"], s1["model"]["init_args"]["vae"]["init_args"]
     latent = s1["data"]["init_args"]["size"][0] // (flow["field_downsample"] * vae["reduction"])
     halvings = sum(s2["model"]["init_args"]["unet"]["init_args"]["downsample"])
-    assert latent == 8 and latent % 2 ** halvings == 0 and protocol.height == s1["data"]["init_args"]["size"][0]
+    assert latent == 8 and latent % 2**halvings == 0 and protocol.height == s1["data"]["init_args"]["size"][0]
     # stage two -> generate -> evaluate
     assert gen["ckpt"] == _ckpt(f"stage2/{dataset}_128.yaml")
-    assert ev["generated"] == gen["out"] and ev["reference"] == gen["reference"] == f"data/{dataset}/{dataset}-test-*.tar"
+    assert (
+        ev["generated"] == gen["out"] and ev["reference"] == gen["reference"] == f"data/{dataset}/{dataset}-test-*.tar"
+    )
     assert ev["protocol"] == gen["protocol"] == dataset and ev["seeds"] == gen["seeds"]
 
 

@@ -1,4 +1,5 @@
 """Readers skip a corrupt sample, count it and name its shard and key; validation is split by rank."""
+
 from __future__ import annotations
 
 import io
@@ -31,9 +32,18 @@ def _corrupt_member(shard: Path, suffix: str) -> str:
 def test_video_reader_skips_a_corrupt_sample_and_names_it(tmp_path):
     shards = make_video_shards(tmp_path / "shards", clips=4, size=32, frames=5, per_shard=2)
     bad = _corrupt_member(shards[0], ".frames.npy")
-    stream = make_stream([str(s) for s in shards], "clips", batch_size=1, length=6, size=32, num_frames=3, train=False,
-                         rank=0, world_size=1)
-    keys = [b["key"][0] for b in stream]                       # cycles the shards in order, without the bad one
+    stream = make_stream(
+        [str(s) for s in shards],
+        "clips",
+        batch_size=1,
+        length=6,
+        size=32,
+        num_frames=3,
+        train=False,
+        rank=0,
+        world_size=1,
+    )
+    keys = [b["key"][0] for b in stream]  # cycles the shards in order, without the bad one
     assert len(keys) == 6 and bad not in keys and len(set(keys)) == 3
     assert stream.skipped and all(str(shards[0]) in s and bad in s for s in stream.skipped)
 
@@ -49,10 +59,20 @@ def test_latent_reader_skips_a_corrupt_sample(tmp_path):
 
 
 def test_latent_validation_is_split_by_rank(tmp_path):
-    paths = write_latent_shards(tmp_path, shards=1, per_shard=7)       # one shard, two ranks
-    per_rank = [[k for b in latent.latent_pipeline(paths, 2, resampled=False, shuffle=False, rank=r, world_size=2)
-                 for k in b["key"]] for r in range(2)]
-    assert len(per_rank[0]) == len(per_rank[1]) == 3                    # equal shares; the odd one out is dropped
+    paths = write_latent_shards(tmp_path, shards=1, per_shard=7)  # one shard, two ranks
+    per_rank = [
+        [
+            k
+            for b in latent.latent_pipeline(paths, 2, resampled=False, shuffle=False, rank=r, world_size=2)
+            for k in b["key"]
+        ]
+        for r in range(2)
+    ]
+    assert len(per_rank[0]) == len(per_rank[1]) == 3  # equal shares; the odd one out is dropped
     assert not set(per_rank[0]) & set(per_rank[1])
-    everything = [k for b in latent.latent_pipeline(paths, 2, resampled=False, shuffle=False, rank=0, world_size=1) for k in b["key"]]
+    everything = [
+        k
+        for b in latent.latent_pipeline(paths, 2, resampled=False, shuffle=False, rank=0, world_size=1)
+        for k in b["key"]
+    ]
     assert len(everything) == 7 and np.isin(per_rank[0] + per_rank[1], everything).all()

@@ -1,10 +1,10 @@
 """Two real DDP ranks (gloo, CPU) reading one shard set: equal batch counts, disjoint shards."""
+
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch.multiprocessing as mp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +16,9 @@ def _rank_main(rank: int, world: int, port: int, shards: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     from lvmm.datasets.datamodule import ShardDataModule
 
-    dm = ShardDataModule(train_shards=shards, mode="pairs", batch_size=2, num_workers=0, size=32, epoch_length=5, max_interval=4)
+    dm = ShardDataModule(
+        train_shards=shards, mode="pairs", batch_size=2, num_workers=0, size=32, epoch_length=5, max_interval=4
+    )
     batches, urls = 0, set()
     for batch in dm.train_dataloader():
         batches += 1
@@ -29,8 +31,27 @@ def _rank_main(rank: int, world: int, port: int, shards: str, out: str) -> None:
 
 def test_two_gloo_ranks_get_equal_batches_from_disjoint_shards(tmp_path):
     shards = tmp_path / "shards"
-    cmd = [sys.executable, str(ROOT / "tools" / "make_shards.py"), "--recipe", "procedural", "--num-clips", "8", "--size", "32",
-           "--clip-len", "5", "--out", str(shards), "--name", "proc", "--format", "npy", "--max-samples", "2", "--no-progress"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools" / "make_shards.py"),
+        "--recipe",
+        "procedural",
+        "--num-clips",
+        "8",
+        "--size",
+        "32",
+        "--clip-len",
+        "5",
+        "--out",
+        str(shards),
+        "--name",
+        "proc",
+        "--format",
+        "npy",
+        "--max-samples",
+        "2",
+        "--no-progress",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     files = sorted(shards.glob("proc-*.tar"))

@@ -1,10 +1,11 @@
 """The stage-two U-Net's conditioning, the schedules, the samplers and the guidance terms."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers_stage2 import GaussianDenoiser, one_thread, tiny_unet, unet_inputs  # noqa: F401 (a fixture)
+
 from lvmm.diffusion.guidance import ClassifierFreeGuidance, LoopGuidance, StepSchedule
 from lvmm.diffusion.sampling import GuidedDenoiser, generators_for, run_sampler, sample, sample_motion
 from lvmm.diffusion.schedules import Diffusion, DiffusionConfig, make_scheduler
@@ -34,7 +35,7 @@ def test_unet_text_token_changes_output():
 def test_unet_dropped_condition_uses_null_token():
     net, inp = tiny_unet(), unet_inputs()
     mask = torch.tensor([[True, False], [False, False]])
-    other = inp["tokens"].clone()                       # different values where the mask drops the token
+    other = inp["tokens"].clone()  # different values where the mask drops the token
     other[0, 1] = torch.randn_like(other[0, 1])
     other[1] = torch.randn_like(other[1])
     with torch.no_grad():
@@ -58,16 +59,20 @@ def test_unet_appearance_path_and_checkpointing_gradients():
     with pytest.raises(ValueError, match="appearance"):
         net(**inp)
 
+
 # ----- schedules and samplers on an analytic case ------------------------------------------------------
 
 
-@pytest.mark.parametrize("sampler,steps,schedule,kind", [
-    ("ddpm", 1000, "squaredcos_cap_v2", "epsilon"),
-    ("ddim", 50, "squaredcos_cap_v2", "v_prediction"),
-    ("ddim", 50, "linear", "sample"),
-    ("dpmsolver++", 20, "squaredcos_cap_v2", "v_prediction"),
-    ("dpmsolver++", 20, "linear", "epsilon"),
-])
+@pytest.mark.parametrize(
+    "sampler,steps,schedule,kind",
+    [
+        ("ddpm", 1000, "squaredcos_cap_v2", "epsilon"),
+        ("ddim", 50, "squaredcos_cap_v2", "v_prediction"),
+        ("ddim", 50, "linear", "sample"),
+        ("dpmsolver++", 20, "squaredcos_cap_v2", "v_prediction"),
+        ("dpmsolver++", 20, "linear", "epsilon"),
+    ],
+)
 def test_sampler_matches_gaussian_data(sampler, steps, schedule, kind):
     """Exact denoiser of N(m, s^2) data plugged into each sampler: samples have mean m and std s.
 
@@ -78,7 +83,7 @@ def test_sampler_matches_gaussian_data(sampler, steps, schedule, kind):
     m, s = 0.5, 1.0
     x = sample(GaussianDenoiser(config, m, s), config, (1, 8, 32, 32), {}, seeds=[0, 1], sampler=sampler, steps=steps)
     n = x.numel()  # 16384 independent elements: the mean's standard error is s / 128
-    assert abs(x.mean().item() - m) < 5 * s / n ** 0.5 + 0.01
+    assert abs(x.mean().item() - m) < 5 * s / n**0.5 + 0.01
     assert abs(x.std().item() - s) / s < 0.05
 
 
@@ -87,8 +92,10 @@ def test_ddim_eta_zero_is_deterministic():
     model = GaussianDenoiser(config, 0.0, 0.5)
     x_T = torch.randn(2, 1, 2, 4, 4)
     denoise = GuidedDenoiser(model, config, {})
-    runs = [run_sampler(denoise, make_scheduler(config, "ddim"), x_T.clone(), generators_for(seeds), steps=10, eta=0.0)
-            for seeds in ([0, 1], [5, 6])]
+    runs = [
+        run_sampler(denoise, make_scheduler(config, "ddim"), x_T.clone(), generators_for(seeds), steps=10, eta=0.0)
+        for seeds in ([0, 1], [5, 6])
+    ]
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
     noisy = run_sampler(denoise, make_scheduler(config, "ddim"), x_T.clone(), generators_for([0, 1]), steps=10, eta=1.0)
     assert not torch.allclose(noisy, runs[0])
@@ -100,7 +107,9 @@ def test_prediction_type_conversions_are_consistent():
         d = Diffusion(DiffusionConfig(prediction_type=kind))
         x_t = d.add_noise(x0, noise, t)
         eps, x0_hat = d.to_eps_x0(d.target(x0, noise, t), x_t, t)
-        torch.testing.assert_close(eps[:2], noise[:2], atol=1e-4, rtol=1e-4)  # x0 -> eps is ill-posed at t = 999 for x0-prediction
+        torch.testing.assert_close(
+            eps[:2], noise[:2], atol=1e-4, rtol=1e-4
+        )  # x0 -> eps is ill-posed at t = 999 for x0-prediction
         torch.testing.assert_close(x0_hat[:2], x0[:2], atol=1e-3, rtol=1e-3)
 
 
@@ -111,6 +120,7 @@ def test_min_snr_weights():
         assert torch.all(w >= 0) and torch.all(w <= 5.0)
     w_eps = Diffusion(DiffusionConfig(prediction_type="epsilon"), min_snr_gamma=5.0).loss_weight(t)
     assert w_eps[0] < 1e-3 and abs(w_eps[1] - 1) < 1e-6  # clean steps damped; the noisiest ones kept at 1
+
 
 # ----- guidance ------------------------------------------------------------------------------------------
 
@@ -127,8 +137,13 @@ def test_cfg_arithmetic_and_batched_passes():
     x, t = torch.randn(2, 1, 2, 4, 4), torch.tensor([10, 10])
     den = GuidedDenoiser(model, config, {"flag": torch.ones(2)}, {"flag": torch.zeros(2)}, [cfg])
     torch.testing.assert_close(den(x, t, 0, 10), torch.full_like(x, 3.0))
-    late = GuidedDenoiser(model, config, {"flag": torch.ones(2)}, {"flag": torch.zeros(2)},
-                          [ClassifierFreeGuidance(2.0, StepSchedule(stop=0.5))])
+    late = GuidedDenoiser(
+        model,
+        config,
+        {"flag": torch.ones(2)},
+        {"flag": torch.zeros(2)},
+        [ClassifierFreeGuidance(2.0, StepSchedule(stop=0.5))],
+    )
     torch.testing.assert_close(late(x, t, 7, 10), torch.ones_like(x))  # switched off in the second half
 
 
@@ -146,6 +161,7 @@ def _decoder():
         b = z.shape[0]
         up = torch.nn.functional.interpolate(conv(z.flatten(0, 1)), scale_factor=2.0, mode="bilinear")
         return up.unflatten(0, (b, -1))
+
     return decode
 
 
@@ -172,10 +188,12 @@ def test_loop_guidance_is_zero_on_a_looping_clip():
     assert torch.all(loop.loss(clip) == 0)
     # An oracle that predicts this clip as x0 gets no push from the guidance.
     config = DiffusionConfig(prediction_type="sample")
-    model = lambda x, t: clip.clone()  # noqa: E731
+    model = lambda x, t: clip.clone()
     x, t = torch.randn_like(clip), torch.tensor([300, 300])
-    torch.testing.assert_close(GuidedDenoiser(model, config, {}, guidance=[loop])(x, t, 0, 10),
-                               GuidedDenoiser(model, config, {})(x, t, 0, 10))
+    torch.testing.assert_close(
+        GuidedDenoiser(model, config, {}, guidance=[loop])(x, t, 0, 10), GuidedDenoiser(model, config, {})(x, t, 0, 10)
+    )
+
 
 # ----- one generator per seed ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 Every crafted file names a class path or payload an attacker would try; the test watches a temporary
 folder (and the functions a payload would reach) and checks that nothing was written, deleted or called.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,20 +14,26 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_shards import REPO
 from safetensors.torch import save_file
 
-from helpers_shards import REPO
 from lvmm.checkpoint import CheckpointError, build, check_hyperparameters, load_networks, read_checkpoint, save_networks
 from lvmm.datasets.readers import expand_shards
 
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with the sha1 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def write_safetensors(path: Path, networks, extra="{}") -> Path:
-    save_file({"net.w": torch.zeros(1)}, str(path), metadata={"lvmm_networks": json.dumps(networks), "lvmm_extra": extra})
+    save_file(
+        {"net.w": torch.zeros(1)}, str(path), metadata={"lvmm_networks": json.dumps(networks), "lvmm_extra": extra}
+    )
     return path
 
 
@@ -39,19 +46,49 @@ def hostile_configs(watched: Path) -> dict[str, dict]:
     victim = str(watched / "victim.bin")
     renderer = "lvmm.nets.renderer.Renderer"
     return {
-        "write_image": {"class_path": "lvmm.media.write_image", "init_args": {"path": str(watched / "new.png"), "image": [[[1, 2, 3]]]}},
-        "atomic_write_bytes": {"class_path": "lvmm.media.atomic_write_bytes", "init_args": {"path": victim, "data": "x"}},
+        "write_image": {
+            "class_path": "lvmm.media.write_image",
+            "init_args": {"path": str(watched / "new.png"), "image": [[[1, 2, 3]]]},
+        },
+        "atomic_write_bytes": {
+            "class_path": "lvmm.media.atomic_write_bytes",
+            "init_args": {"path": victim, "data": "x"},
+        },
         "save_networks": {"class_path": "lvmm.checkpoint.save_networks", "init_args": {"path": victim, "networks": {}}},
-        "write_shards": {"class_path": "lvmm.datasets.writer.write_shards",
-                         "init_args": {"sources": [], "out_dir": str(watched / "shards"), "name": "x", "settings": None}},
-        "load_photo download_all": {"class_path": "lvmm.datasets.procedural.load_photo", "init_args": {"name": "download_all"}},
-        "nested in init_args": {"class_path": renderer, "init_args": {"width": {"class_path": "lvmm.checkpoint.save_networks",
-                                                                               "init_args": {"path": victim, "networks": {}}}}},
-        "nested in a list": {"class_path": renderer, "init_args": {"width": [{"class_path": "lvmm.media.write_image",
-                                                                              "init_args": {"path": victim, "image": [[[0, 0, 0]]]}}]}},
-        "nested two levels": {"class_path": renderer, "init_args": {"width": {"a": {"class_path": "lvmm.media.atomic_write_bytes",
-                                                                                    "init_args": {"path": victim, "data": "x"}}}}},
-        "module attribute chain": {"class_path": "lvmm.checkpoint.importlib.import_module", "init_args": {"name": "os"}},
+        "write_shards": {
+            "class_path": "lvmm.datasets.writer.write_shards",
+            "init_args": {"sources": [], "out_dir": str(watched / "shards"), "name": "x", "settings": None},
+        },
+        "load_photo download_all": {
+            "class_path": "lvmm.datasets.procedural.load_photo",
+            "init_args": {"name": "download_all"},
+        },
+        "nested in init_args": {
+            "class_path": renderer,
+            "init_args": {
+                "width": {"class_path": "lvmm.checkpoint.save_networks", "init_args": {"path": victim, "networks": {}}}
+            },
+        },
+        "nested in a list": {
+            "class_path": renderer,
+            "init_args": {
+                "width": [
+                    {"class_path": "lvmm.media.write_image", "init_args": {"path": victim, "image": [[[0, 0, 0]]]}}
+                ]
+            },
+        },
+        "nested two levels": {
+            "class_path": renderer,
+            "init_args": {
+                "width": {
+                    "a": {"class_path": "lvmm.media.atomic_write_bytes", "init_args": {"path": victim, "data": "x"}}
+                }
+            },
+        },
+        "module attribute chain": {
+            "class_path": "lvmm.checkpoint.importlib.import_module",
+            "init_args": {"name": "os"},
+        },
         "re-exported module": {"class_path": "lvmm.checkpoint.torch", "init_args": {}},
         "stdlib": {"class_path": "os.system", "init_args": {"command": f"touch {victim}"}},
         "prefix trick": {"class_path": "lvmmx.evil.Class", "init_args": {}},
@@ -81,9 +118,14 @@ def watched(tmp_path, monkeypatch):
     import lvmm.datasets.writer
     import lvmm.media
 
-    for module, name in [(skimage.data, "download_all"), (lvmm.media, "write_image"), (lvmm.media, "atomic_write_bytes"),
-                         (lvmm.checkpoint, "save_networks"), (lvmm.datasets.writer, "write_shards"),
-                         (lvmm.datasets.procedural, "load_photo")]:
+    for module, name in [
+        (skimage.data, "download_all"),
+        (lvmm.media, "write_image"),
+        (lvmm.media, "atomic_write_bytes"),
+        (lvmm.checkpoint, "save_networks"),
+        (lvmm.datasets.writer, "write_shards"),
+        (lvmm.datasets.procedural, "load_photo"),
+    ]:
         monkeypatch.setattr(module, name, lambda *a, __n=name, **k: calls.append(__n))
     return folder, calls
 
@@ -116,8 +158,10 @@ def test_size_is_checked_on_the_meta_device_before_allocating(tmp_path, monkeypa
         init(self, *args, **kwargs)
 
     monkeypatch.setattr(Renderer, "__init__", recording_init)
-    path = write_safetensors(tmp_path / "wide.safetensors", {"renderer": {"class_path": "lvmm.nets.renderer.Renderer",
-                                                                          "init_args": {"width": 1000, "num_res_blocks": 1}}})
+    path = write_safetensors(
+        tmp_path / "wide.safetensors",
+        {"renderer": {"class_path": "lvmm.nets.renderer.Renderer", "init_args": {"width": 1000, "num_res_blocks": 1}}},
+    )
     assert path.stat().st_size < 1000
     with pytest.raises(CheckpointError, match="state dict does not match"):
         load_networks(path)
@@ -137,10 +181,17 @@ def test_an_honest_checkpoint_still_round_trips(tmp_path):
 
 
 def test_every_malformed_file_is_one_checkpoint_error(tmp_path):
-    good = write_safetensors(tmp_path / "good.safetensors", {"x": {"class_path": "lvmm.nets.renderer.Renderer", "init_args": {}}})
+    good = write_safetensors(
+        tmp_path / "good.safetensors", {"x": {"class_path": "lvmm.nets.renderer.Renderer", "init_args": {}}}
+    )
     data = good.read_bytes()
-    cases = {"truncated.safetensors": data[: len(data) // 2], "junk.safetensors": b"not a safetensors file" * 8,
-             "empty.safetensors": b"", "empty.ckpt": b"", "junk.ckpt": b"PK\x03\x04 nonsense"}
+    cases = {
+        "truncated.safetensors": data[: len(data) // 2],
+        "junk.safetensors": b"not a safetensors file" * 8,
+        "empty.safetensors": b"",
+        "empty.ckpt": b"",
+        "junk.ckpt": b"PK\x03\x04 nonsense",
+    }
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
     torch.save(torch.zeros(3), tmp_path / "bare_tensor.ckpt")
@@ -162,15 +213,25 @@ def test_lightning_hyperparameters_are_checked_before_any_import(tmp_path, monke
     evil = tmp_path / "evilmod_lvmm_drill.py"
     evil.write_text(f"open({str(tmp_path / 'imported')!r}, 'w').write('x')\nclass Evil: pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for hp in [{"_class_path": "evilmod_lvmm_drill.Evil"}, {"_class_path": "lvmm.stages.stage_one.StageOne",
-                                                            "flow": {"class_path": "evilmod_lvmm_drill.Evil"}},
-               {"_class_path": "lvmm.media.write_image"}]:
+    for hp in [
+        {"_class_path": "evilmod_lvmm_drill.Evil"},
+        {"_class_path": "lvmm.stages.stage_one.StageOne", "flow": {"class_path": "evilmod_lvmm_drill.Evil"}},
+        {"_class_path": "lvmm.media.write_image"},
+    ]:
         torch.save({"state_dict": {}, "hyper_parameters": hp}, tmp_path / "evil.ckpt")
         with pytest.raises(CheckpointError, match="hyper-parameters"):
             check_hyperparameters(tmp_path / "evil.ckpt")
     assert "evilmod_lvmm_drill" not in sys.modules and not (tmp_path / "imported").exists()
-    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "lvmm.stages.stage_one.StageOne",
-                                                       "flow": {"class_path": "lvmm.nets.flow_predictor.FlowPredictor"}}}, tmp_path / "ok.ckpt")
+    torch.save(
+        {
+            "state_dict": {},
+            "hyper_parameters": {
+                "_class_path": "lvmm.stages.stage_one.StageOne",
+                "flow": {"class_path": "lvmm.nets.flow_predictor.FlowPredictor"},
+            },
+        },
+        tmp_path / "ok.ckpt",
+    )
     check_hyperparameters(tmp_path / "ok.ckpt")
 
 
@@ -182,8 +243,12 @@ def test_torch_floor_excludes_weights_only_bypasses():
 
 def test_pipe_and_url_shard_specs_are_refused_everywhere(tmp_path):
     marker = tmp_path / "ran"
-    specs = [f"pipe:touch {marker}; echo http://x", "https://example.com/a-{000..001}.tar", f"file:{tmp_path}/a.tar",
-             f"s3://bucket/a.tar::{tmp_path}/b.tar"]
+    specs = [
+        f"pipe:touch {marker}; echo http://x",
+        "https://example.com/a-{000..001}.tar",
+        f"file:{tmp_path}/a.tar",
+        f"s3://bucket/a.tar::{tmp_path}/b.tar",
+    ]
     for spec in specs:
         with pytest.raises(ValueError, match="refusing"):
             expand_shards(spec)
@@ -195,4 +260,3 @@ def test_pipe_and_url_shard_specs_are_refused_everywhere(tmp_path):
     with pytest.raises(evaluate.EvaluationError, match="refusing"):
         evaluate.expand_shards([specs[0]])
     assert not marker.exists()
-

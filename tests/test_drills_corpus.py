@@ -1,15 +1,16 @@
 """Drill: a corpus of bad files beside good ones gives shards of exactly the good clips and names every bad file."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers_badfiles import png_header_only, write_bad, write_good
 from helpers_shards import load_samples, make_shards_main, manifest_lines, shards_of
 from helpers_video import moving_pattern, write_video
+from PIL import Image
+
 from lvmm.datasets.readers import decode
 from lvmm.media import MediaError, check_frame_count, read_image, read_video
 
@@ -21,12 +22,33 @@ def test_bad_corpus_gives_exactly_the_good_clips_and_names_every_bad_file(tmp_pa
     good = write_good(root)
     bad = write_bad(root)
     assert len(bad) >= 15
-    rc = make_shards_main()(["--input", str(root), "--out", str(tmp_path / "out"), "--name", "t", "--size", "32",
-                             "--clip-len", str(CLIP), "--format", "npy", "--source-fps", "8", "--no-progress"])
+    rc = make_shards_main()(
+        [
+            "--input",
+            str(root),
+            "--out",
+            str(tmp_path / "out"),
+            "--name",
+            "t",
+            "--size",
+            "32",
+            "--clip-len",
+            str(CLIP),
+            "--format",
+            "npy",
+            "--source-fps",
+            "8",
+            "--no-progress",
+        ]
+    )
     report = capsys.readouterr().out
     assert rc == 0
     assert f"{len(good) + len(bad)} inputs" in report and f"{len(bad)} failed" in report
-    failed_lines = {line.split(":", 1)[0].removeprefix("  FAILED "): line for line in report.splitlines() if line.startswith("  FAILED ")}
+    failed_lines = {
+        line.split(":", 1)[0].removeprefix("  FAILED "): line
+        for line in report.splitlines()
+        if line.startswith("  FAILED ")
+    }
     assert set(failed_lines) == set(bad)
     for rel, reason in bad.items():
         assert reason in failed_lines[rel], failed_lines[rel]
@@ -38,7 +60,7 @@ def test_bad_corpus_gives_exactly_the_good_clips_and_names_every_bad_file(tmp_pa
     for rel, frames in good.items():
         reference = frames if rel.endswith("grey16") else read_video(root / rel)[0]
         for start in range(0, len(reference) - CLIP + 1, CLIP):
-            expected[(rel, start)] = reference[start:start + CLIP]
+            expected[(rel, start)] = reference[start : start + CLIP]
     got = {}
     for s in samples.values():
         d = decode(s)
@@ -46,23 +68,61 @@ def test_bad_corpus_gives_exactly_the_good_clips_and_names_every_bad_file(tmp_pa
     assert set(got) == set(expected)
     for k, frames in expected.items():
         np.testing.assert_array_equal(got[k], frames, err_msg=str(k))  # 16-bit greys scaled, not saturated
-    assert decode(samples[next(k for k, s in samples.items() if decode(s).meta["source"] == "good/a.mp4")]).caption == "a good caption"
+    assert (
+        decode(samples[next(k for k, s in samples.items() if decode(s).meta["source"] == "good/a.mp4")]).caption
+        == "a good caption"
+    )
 
 
 def test_corpus_index_files_with_bad_encoding_or_syntax_name_the_file(tmp_path, capsys):
     main = make_shards_main()
     write_video(tmp_path / "in" / "a.mp4", moving_pattern(4, 32, 32), fps=8.0)
     (tmp_path / "captions.csv").write_bytes(b"videoid,name\na,caf\xe9\n")
-    assert main(["--input", str(tmp_path / "in"), "--out", str(tmp_path / "o1"), "--csv", str(tmp_path / "captions.csv"),
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "--input",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "o1"),
+                "--csv",
+                str(tmp_path / "captions.csv"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "captions.csv: not UTF-8" in capsys.readouterr().err
     (tmp_path / "in" / "celebvhq_info.json").write_text("{not json")
-    assert main(["--recipe", "celebvhq", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    assert (
+        main(["--recipe", "celebvhq", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o2"), "--no-progress"])
+        == 2
+    )
     assert "celebvhq_info.json: not a CelebV-HQ annotation file" in capsys.readouterr().err
     # one malformed entry is skipped and named; the good one is written
-    (tmp_path / "in" / "celebvhq_info.json").write_text(json.dumps({"clips": {"a": {"attributes": {}}, "b": "garbage"}}))
-    assert main(["--recipe", "celebvhq", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o3"), "--size", "32",
-                 "--clip-len", "2", "--format", "npy", "--no-progress"]) == 0
+    (tmp_path / "in" / "celebvhq_info.json").write_text(
+        json.dumps({"clips": {"a": {"attributes": {}}, "b": "garbage"}})
+    )
+    assert (
+        main(
+            [
+                "--recipe",
+                "celebvhq",
+                "--input",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "o3"),
+                "--size",
+                "32",
+                "--clip-len",
+                "2",
+                "--format",
+                "npy",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "FAILED b.mp4" in out and "clip 'b': malformed annotation" in out and "1 read" in out
 

@@ -1,5 +1,6 @@
 """Drill: SIGKILL at several points of make_shards and encode_motion (and one killed worker); reruns finish the
 job with shards equal to an uninterrupted run's, nothing lost, nothing twice. Also the guards around resuming."""
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers_shards import REPO, load_samples, make_shards_main, manifest_inputs, shards_of
 from helpers_video import moving_pattern, write_video
+
 from lvmm.datasets.recipes import FolderRecipe
 from lvmm.datasets.writer import ShardSettings, write_shards
 
@@ -54,8 +55,16 @@ def corpus(tmp_path_factory):
 
 
 def run(root, out, **kw):
-    return write_shards(FolderRecipe(str(root)).sources(), out, "t", ShardSettings(**SETTINGS), max_bytes=MAX_BYTES,
-                        progress=False, log=lambda m: None, **kw)
+    return write_shards(
+        FolderRecipe(str(root)).sources(),
+        out,
+        "t",
+        ShardSettings(**SETTINGS),
+        max_bytes=MAX_BYTES,
+        progress=False,
+        log=lambda m: None,
+        **kw,
+    )
 
 
 def assert_same_as(out: Path, ref: Path, inputs: list[str]):
@@ -74,8 +83,15 @@ def test_make_shards_killed_at_random_points_resumes_to_identical_shards(corpus,
     rng = random.Random(15)
     kills = [(target, rng.randint(1, 4)) for target in KILL_POINTS]
     for target, n in kills:  # one kill after another on the same folder, each at a fresh point
-        script = KILL_SCRIPT.format(tests=str(REPO / "tests"), target=target, n=n, root=str(corpus), out=str(out),
-                                    settings=SETTINGS, max_bytes=MAX_BYTES)
+        script = KILL_SCRIPT.format(
+            tests=str(REPO / "tests"),
+            target=target,
+            n=n,
+            root=str(corpus),
+            out=str(out),
+            settings=SETTINGS,
+            max_bytes=MAX_BYTES,
+        )
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
         assert proc.returncode == -signal.SIGKILL, (target, n, proc.stderr[-2000:])
     resumed = run(corpus, out)
@@ -89,14 +105,32 @@ def test_a_killed_worker_ends_the_run_with_an_error_and_a_rerun_finishes(tmp_pat
     root = tmp_path / "in"
     for i in range(6):
         write_video(root / f"v{i}.mp4", moving_pattern(64, 64, 64, seed=i), fps=8.0)
-    args = ["--input", str(root), "--size", "64", "--clip-len", "2", "--format", "mp4", "--max-samples", "10", "--no-progress"]
+    args = [
+        "--input",
+        str(root),
+        "--size",
+        "64",
+        "--clip-len",
+        "2",
+        "--format",
+        "mp4",
+        "--max-samples",
+        "10",
+        "--no-progress",
+    ]
     assert make_shards_main()([*args, "--out", str(tmp_path / "ref")]) == 0
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "make_shards.py"), *args, "--out", str(out), "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tools" / "make_shards.py"), *args, "--out", str(out), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     killed, deadline = None, time.time() + 60
     while killed is None and time.time() < deadline and proc.poll() is None:
-        kids = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+        kids = subprocess.run(
+            ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(proc.pid)], capture_output=True, text=True
+        ).stdout
         workers = [int(line.split()[0]) for line in kids.splitlines() if "spawn_main" in line]
         if len(workers) == 2:  # the pool is up and working
             os.kill(workers[0], signal.SIGKILL)
@@ -107,7 +141,9 @@ def test_a_killed_worker_ends_the_run_with_an_error_and_a_rerun_finishes(tmp_pat
     assert proc.returncode == 1 and "worker process died" in err
     assert make_shards_main()([*args, "--out", str(out), "--workers", "2"]) == 0
 
-    assert [p.read_bytes() for p in shards_of(out, "folder")] == [p.read_bytes() for p in shards_of(tmp_path / "ref", "folder")]
+    assert [p.read_bytes() for p in shards_of(out, "folder")] == [
+        p.read_bytes() for p in shards_of(tmp_path / "ref", "folder")
+    ]
     assert sorted(manifest_inputs(out, "folder")) == [f"v{i}.mp4" for i in range(6)]
 
 
@@ -124,9 +160,17 @@ def test_max_bytes_holds_within_one_input(tmp_path):
 
 def test_upsampled_clips_have_unique_keys(tmp_path):
     write_video(tmp_path / "in" / "a.mp4", moving_pattern(8, 32, 32), fps=8.0)
-    summary = write_shards(FolderRecipe(str(tmp_path / "in")).sources(), tmp_path / "out", "t",
-                           ShardSettings(size=(32, 32), clip_len=2, stride=1, fps=16.0, fmt="npy"), progress=False, log=lambda m: None)
-    assert summary.clips == 14 and len(load_samples(shards_of(tmp_path / "out", "t"))) == 14  # load_samples fails on a repeat
+    summary = write_shards(
+        FolderRecipe(str(tmp_path / "in")).sources(),
+        tmp_path / "out",
+        "t",
+        ShardSettings(size=(32, 32), clip_len=2, stride=1, fps=16.0, fmt="npy"),
+        progress=False,
+        log=lambda m: None,
+    )
+    assert (
+        summary.clips == 14 and len(load_samples(shards_of(tmp_path / "out", "t"))) == 14
+    )  # load_samples fails on a repeat
 
 
 def test_mp4_shards_agree_between_runs_within_the_documented_tolerance(corpus, tmp_path):
@@ -137,8 +181,15 @@ def test_mp4_shards_agree_between_runs_within_the_documented_tolerance(corpus, t
 
     settings = dict(SETTINGS, fmt="mp4")
     for name in ("a", "b"):
-        write_shards(FolderRecipe(str(corpus)).sources(), tmp_path / name, "t", ShardSettings(**settings), workers=2,
-                     progress=False, log=lambda m: None)
+        write_shards(
+            FolderRecipe(str(corpus)).sources(),
+            tmp_path / name,
+            "t",
+            ShardSettings(**settings),
+            workers=2,
+            progress=False,
+            log=lambda m: None,
+        )
     a, b = load_samples(shards_of(tmp_path / "a", "t")), load_samples(shards_of(tmp_path / "b", "t"))
     assert a and a.keys() == b.keys()
     assert [p.name for p in shards_of(tmp_path / "a", "t")] == [p.name for p in shards_of(tmp_path / "b", "t")]
@@ -156,11 +207,14 @@ def test_another_corpus_a_concurrent_run_and_foreign_files(corpus, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "folder-000000.tar").write_bytes(b"a file this writer did not write")
     assert main(["--input", str(corpus), *base]) == 0
-    assert (tmp_path / "out" / "folder-000000.tar").read_bytes() == b"a file this writer did not write"  # kept, and skipped
+    assert (
+        tmp_path / "out" / "folder-000000.tar"
+    ).read_bytes() == b"a file this writer did not write"  # kept, and skipped
     assert main(["--input", str(other), *base]) == 2  # another input root into the same --out: refused
     assert main(["--input", str(corpus), "--split", "train", *base]) == 2
     # a concurrent writer on the same --out and name is refused while the lock is held
     import fcntl
+
     fd = os.open(tmp_path / "out" / ".folder.lock", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
@@ -196,14 +250,36 @@ def test_encode_motion_killed_at_random_points_resumes_and_retries_unreadable_sh
     from lvmm.datasets.recipes import ProceduralRecipe
     from tools.encode_motion import main
 
-    write_shards(ProceduralRecipe(num_clips=3).sources(), tmp_path / "shards", "proc",
-                 ShardSettings(size=(32, 32), clip_len=9, fmt="npy"), max_samples=1, progress=False, log=lambda m: None)
+    write_shards(
+        ProceduralRecipe(num_clips=3).sources(),
+        tmp_path / "shards",
+        "proc",
+        ShardSettings(size=(32, 32), clip_len=9, fmt="npy"),
+        max_samples=1,
+        progress=False,
+        log=lambda m: None,
+    )
     shards = shards_of(tmp_path / "shards", "proc")
     ckpt = stage_one_checkpoint(tmp_path / "s1.safetensors")
     bad = tmp_path / "shards" / "proc-999999.tar"
     bad.write_bytes(b"not a tar yet")
-    argv = lambda out: ["--ckpt", str(ckpt), "--shards", *map(str, shards), str(bad), "--out", str(out),  # noqa: E731
-                        "--threshold", "1e9", "--accelerator", "cpu", "--devices", "1", "--max-segments", "1"]
+    argv = lambda out: [
+        "--ckpt",
+        str(ckpt),
+        "--shards",
+        *map(str, shards),
+        str(bad),
+        "--out",
+        str(out),
+        "--threshold",
+        "1e9",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--max-segments",
+        "1",
+    ]
     rng = random.Random(15)
     out = tmp_path / "killed"
     # after a shard's rename but before its manifest line; then in the middle of a later shard
@@ -217,7 +293,7 @@ def test_encode_motion_killed_at_random_points_resumes_and_retries_unreadable_sh
     assert summary["unreadable"] and "proc-999999.tar" in summary["unreadable"][0]
     assert "proc-999999.tar" not in {r["input"] for r in read_manifests(out)}  # not recorded as finished
     reference = main(argv(tmp_path / "ref"))
-    names = lambda d: sorted(p.name for p in d.glob("latent-*.tar"))  # noqa: E731
+    names = lambda d: sorted(p.name for p in d.glob("latent-*.tar"))
     assert names(out) == names(tmp_path / "ref") and len(names(out)) == 3
     for name in names(out):
         a = dict(iter_tar_samples(str(out / name)))

@@ -1,5 +1,5 @@
 """The flow convention, media I/O, checkpoints, and the built-in procedural data."""
-import json
+
 
 import numpy as np
 import pytest
@@ -11,8 +11,8 @@ from lvmm.datasets.procedural import FAMILIES, VAL_PHOTOS, ProceduralClips, Proc
 from lvmm.media import MediaError, read_image, read_video, write_image, write_video
 from lvmm.warp import base_grid, end_point_error, normalised_to_pixels, pixels_to_normalised, warp
 
-
 # --- warping -------------------------------------------------------------------------------------
+
 
 def test_zero_field_is_identity():
     img = torch.rand(2, 3, 32, 48)
@@ -32,10 +32,11 @@ def test_pixel_conversions_round_trip():
     assert torch.allclose(pixels_to_normalised(normalised_to_pixels(d, 8, 10), 8, 10), d, atol=1e-6)
     assert base_grid(4, 6).shape == (1, 2, 4, 6)
     one_px = pixels_to_normalised(torch.ones(1, 2, 8, 10), 8, 10)
-    assert end_point_error(one_px, torch.zeros(1, 2, 8, 10)).item() == pytest.approx(2 ** 0.5, rel=1e-5)
+    assert end_point_error(one_px, torch.zeros(1, 2, 8, 10)).item() == pytest.approx(2**0.5, rel=1e-5)
 
 
 # --- procedural data -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size,frames", [((64, 64), 9), ((32, 96), 5)])
 def test_procedural_shapes(size, frames):
@@ -95,6 +96,7 @@ def test_datasets_yield_reader_format():
 
 # --- media ---------------------------------------------------------------------------------------
 
+
 def test_mp4_round_trip_within_codec_tolerance(tmp_path):
     frames = make_clip(0, 3, num_frames=8).frames
     path = write_video(tmp_path / "clip.mp4", frames, fps=8)
@@ -123,6 +125,7 @@ def test_bad_media_names_the_file(tmp_path):
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
+
 
 class TinyNet(Configurable, nn.Module):
     def __init__(self, width: int = 4, depth: int = 1):
@@ -155,6 +158,7 @@ def test_save_and_load_networks(tmp_path, monkeypatch):
     # a mismatched checkpoint names the keys and shapes
     other = TinyNet(7)
     from lvmm.checkpoint import check_state_dict
+
     with pytest.raises(CheckpointError, match=r"shape mismatches.*layers.0.weight"):
         check_state_dict(other, net.state_dict(), "x")
     with pytest.raises(CheckpointError, match="not found"):

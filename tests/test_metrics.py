@@ -1,6 +1,7 @@
 """Metrics: the Fréchet distance against closed forms and scipy, the feature networks' key layouts and
 loading errors, and FVD/FID/LPIPS/PSNR/SSIM behaviour with seeded random weights (the numbers mean
 nothing; the code paths are the real ones)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,9 +43,15 @@ def seeded_state(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
 
 def make_weight_files(folder) -> dict[str, str]:
     """Write seeded weight files for every metric network under ``folder``; returns their paths."""
-    paths = {k: str(folder / name) for k, name in
-             [("i3d", "i3d_pretrained_400.pt"), ("inception", "fid_inception.pth"),
-              ("lpips_backbone", "alexnet.pth"), ("lpips_linear", "alex.pth")]}
+    paths = {
+        k: str(folder / name)
+        for k, name in [
+            ("i3d", "i3d_pretrained_400.pt"),
+            ("inception", "fid_inception.pth"),
+            ("lpips_backbone", "alexnet.pth"),
+            ("lpips_linear", "alex.pth"),
+        ]
+    }
     i3d = seeded_state(InceptionI3d(), 0)
     # Like the ported checkpoints written before PyTorch 0.4.1: no BatchNorm counters.
     torch.save({k: v for k, v in i3d.items() if not k.endswith("num_batches_tracked")}, paths["i3d"])
@@ -71,7 +78,11 @@ def smooth_videos(n: int, frames: int, size: int, seed: int) -> np.ndarray:
     videos = []
     for _ in range(n):
         a, b, c, speed = rng.uniform(0, 2 * np.pi, 3).tolist() + [rng.uniform(0.05, 0.3)]
-        rgb = [np.sin(2 * np.pi * (x + speed * t) + a), np.cos(2 * np.pi * (y - speed * t) + b), np.sin(2 * np.pi * (x + y) + c + t * speed)]
+        rgb = [
+            np.sin(2 * np.pi * (x + speed * t) + a),
+            np.cos(2 * np.pi * (y - speed * t) + b),
+            np.sin(2 * np.pi * (x + y) + c + t * speed),
+        ]
         videos.append((np.stack(rgb, -1) * 0.5 + 0.5) * 255)
     return np.asarray(videos).round().clip(0, 255).astype(np.uint8)
 
@@ -194,7 +205,10 @@ def test_weights_missing_mismatched_and_hashed(tmp_path, weights):
     state.pop("Mixed_4c.b0.conv3d.weight")
     state["logits.conv3d.bias"] = torch.zeros(101)
     torch.save(state, tmp_path / "broken.pt")
-    with pytest.raises(CheckpointError, match=r"broken\.pt.*missing keys.*Mixed_4c\.b0\.conv3d\.weight.*logits\.conv3d\.bias: checkpoint \(101,\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"broken\.pt.*missing keys.*Mixed_4c\.b0\.conv3d\.weight.*logits\.conv3d\.bias: checkpoint \(101,\)",
+    ):
         load_i3d(tmp_path / "broken.pt")
     # A torch.hub-style name carries its sha256 prefix, which is then checked.
     named = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
@@ -299,8 +313,9 @@ def test_psnr_ssim_match_scikit_image():
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     for i in range(2):
         ref_psnr = peak_signal_noise_ratio(a[i], b[i], data_range=1.0)
-        ref_ssim = structural_similarity(a[i], b[i], data_range=1.0, channel_axis=0, gaussian_weights=True,
-                                         sigma=1.5, use_sample_covariance=False)
+        ref_ssim = structural_similarity(
+            a[i], b[i], data_range=1.0, channel_axis=0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
         assert float(psnr(ta, tb)[i]) == pytest.approx(ref_psnr, rel=1e-4)
         assert float(ssim(ta, tb)[i]) == pytest.approx(ref_ssim, abs=2e-3)
     assert float(psnr(ta, ta)[0]) == PSNR_MAX_DB

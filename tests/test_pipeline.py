@@ -1,9 +1,9 @@
 """tools/encode_motion.py and tools/animate.py end to end on tiny checkpoints."""
+
 import io
 import json
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
@@ -28,8 +28,12 @@ def _latents(folder):
     out = {}
     for shard in sorted(folder.glob("latent-*.tar")):
         for key, s in iter_tar_samples(str(shard)):
-            out[key] = {"motion": np.load(io.BytesIO(s["motion.npy"]), allow_pickle=False), "json": json.loads(s["json"]),
-                        "shard": shard.name, "has_txt": "txt_emb.npy" in s}
+            out[key] = {
+                "motion": np.load(io.BytesIO(s["motion.npy"]), allow_pickle=False),
+                "json": json.loads(s["json"]),
+                "shard": shard.name,
+                "has_txt": "txt_emb.npy" in s,
+            }
     return out
 
 
@@ -56,8 +60,22 @@ def test_encode_motion_matches_stage_one_and_resumes(corpus, tmp_path):
 
     motion, direct = _direct(corpus)
     out = tmp_path / "latents"
-    summary = main(["--ckpt", str(corpus["stage1"]), "--shards", *map(str, corpus["shards"]), "--out", str(out),
-                    "--threshold", "1e9", "--accelerator", "cpu", "--devices", "1"])
+    summary = main(
+        [
+            "--ckpt",
+            str(corpus["stage1"]),
+            "--shards",
+            *map(str, corpus["shards"]),
+            "--out",
+            str(out),
+            "--threshold",
+            "1e9",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "1",
+        ]
+    )
     got = _latents(out)
     assert set(got) == set(direct) and summary["kept"] == len(direct) and summary["dropped"] == 0
     for key, rec in got.items():
@@ -69,12 +87,37 @@ def test_encode_motion_matches_stage_one_and_resumes(corpus, tmp_path):
         assert rec["json"]["caption"] and rec["has_txt"]
     # a rerun finds every input shard finished and changes nothing
     before = {p.name: p.read_bytes() for p in out.glob("*.tar")}
-    again = main(["--ckpt", str(corpus["stage1"]), "--shards", *map(str, corpus["shards"]), "--out", str(out), "--threshold", "1e9",
-                  "--accelerator", "cpu", "--devices", "1"])
+    again = main(
+        [
+            "--ckpt",
+            str(corpus["stage1"]),
+            "--shards",
+            *map(str, corpus["shards"]),
+            "--out",
+            str(out),
+            "--threshold",
+            "1e9",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "1",
+        ]
+    )
     assert again == summary and before == {p.name: p.read_bytes() for p in out.glob("*.tar")}
     # resuming with other settings is refused, naming what differs
     with pytest.raises(SystemExit, match="threshold"):
-        main(["--ckpt", str(corpus["stage1"]), "--shards", *map(str, corpus["shards"]), "--out", str(out), "--threshold", "5"])
+        main(
+            [
+                "--ckpt",
+                str(corpus["stage1"]),
+                "--shards",
+                *map(str, corpus["shards"]),
+                "--out",
+                str(out),
+                "--threshold",
+                "5",
+            ]
+        )
 
 
 def test_threshold_drops_exactly_the_clips_above_it(corpus, tmp_path):
@@ -84,8 +127,22 @@ def test_threshold_drops_exactly_the_clips_above_it(corpus, tmp_path):
     errors = sorted(v["mse"] for v in direct.values())
     threshold = (errors[len(errors) // 2 - 1] + errors[len(errors) // 2]) / 2
     out = tmp_path / "latents"
-    summary = main(["--ckpt", str(corpus["stage1"]), "--shards", *map(str, corpus["shards"]), "--out", str(out),
-                    "--threshold", str(threshold), "--accelerator", "cpu", "--devices", "1"])
+    summary = main(
+        [
+            "--ckpt",
+            str(corpus["stage1"]),
+            "--shards",
+            *map(str, corpus["shards"]),
+            "--out",
+            str(out),
+            "--threshold",
+            str(threshold),
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "1",
+        ]
+    )
     expected = {k for k, v in direct.items() if v["mse"] <= threshold}
     assert set(_latents(out)) == expected
     assert summary["dropped"] == len(direct) - len(expected) > 0
@@ -93,19 +150,34 @@ def test_threshold_drops_exactly_the_clips_above_it(corpus, tmp_path):
 
 def test_two_rank_ddp_encoding_covers_every_clip_once(corpus, tmp_path):
     out = tmp_path / "latents"
-    cmd = [sys.executable, str(ROOT / "tools" / "encode_motion.py"), "--ckpt", str(corpus["stage1"]), "--shards",
-           *map(str, corpus["shards"]), "--out", str(out), "--threshold", "1e9", "--accelerator", "cpu", "--devices", "2"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools" / "encode_motion.py"),
+        "--ckpt",
+        str(corpus["stage1"]),
+        "--shards",
+        *map(str, corpus["shards"]),
+        "--out",
+        str(out),
+        "--threshold",
+        "1e9",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_manifests(out)
-    assert sorted(r["rank"] for r in rows) == [0, 1]                     # each rank wrote its own shard
+    assert sorted(r["rank"] for r in rows) == [0, 1]  # each rank wrote its own shard
     assert sorted(r["input"] for r in rows) == sorted(p.name for p in corpus["shards"])
     _, direct = _direct(corpus)
     keys = [k for p in out.glob("latent-*.tar") for k, _ in iter_tar_samples(str(p))]
-    assert sorted(keys) == sorted(direct)                                # every clip once
+    assert sorted(keys) == sorted(direct)  # every clip once
 
 
 # --- animation -----------------------------------------------------------------------------------
+
 
 def test_slow_motion_frame_counts():
     fields = torch.randn(2, 5, 3, 4, 4)
@@ -118,7 +190,7 @@ def test_slow_motion_frame_counts():
 def test_seed_result_does_not_depend_on_batch(corpus):
     animator = Animator.from_checkpoints(corpus["stage2"])
     image = (np.random.default_rng(0).random((64, 80, 3)) * 255).astype(np.uint8)
-    options = AnimationOptions(steps=3, sampler="ddpm")      # stochastic steps too: each seed has its own generator
+    options = AnimationOptions(steps=3, sampler="ddpm")  # stochastic steps too: each seed has its own generator
     alone = animator.animate(image, [7], options)[0]
     batch = animator.animate(image, [3, 7], options)
     assert batch[1].seed == 7
@@ -126,26 +198,67 @@ def test_seed_result_does_not_depend_on_batch(corpus):
     torch.testing.assert_close(alone.fields, batch[1].fields, atol=1e-4, rtol=1e-4)
     assert np.abs(alone.frames.astype(int) - batch[1].frames).max() <= 1
     assert np.abs(batch[0].frames.astype(int) - batch[1].frames).max() > 10
-    assert alone.frames.shape == (4 + 1, 64, 80, 3)          # I_0 and K = 4 generated frames, input size restored
+    assert alone.frames.shape == (4 + 1, 64, 80, 3)  # I_0 and K = 4 generated frames, input size restored
 
 
 def test_animate_tool_end_to_end(corpus, tmp_path):
-    from tools.animate import main
     from lvmm.media import read_video, write_image
+    from tools.animate import main
 
     photo = tmp_path / "photo.png"
     write_image(photo, (np.random.default_rng(1).random((70, 90, 3)) * 255).astype(np.uint8))
     out = tmp_path / "out"
-    rows = main(["--ckpt", str(corpus["stage2"]), "--image", str(photo), "--seeds", "0-1", "--steps", "3", "--format", "mp4", "gif",
-                 "--out", str(out), "--prompt", "the scene sways", "--save-flow"])
+    rows = main(
+        [
+            "--ckpt",
+            str(corpus["stage2"]),
+            "--image",
+            str(photo),
+            "--seeds",
+            "0-1",
+            "--steps",
+            "3",
+            "--format",
+            "mp4",
+            "gif",
+            "--out",
+            str(out),
+            "--prompt",
+            "the scene sways",
+            "--save-flow",
+        ]
+    )
     assert len(rows) == 2 and all(r["frames"] == 5 for r in rows)
     frames, fps = read_video(out / "photo_seed0.mp4")
     assert frames.shape == (5, 70, 90, 3) and fps == pytest.approx(8)
     assert (out / "photo_seed1.gif").exists() and np.load(out / "photo_seed0_flow.npy").shape[1] == 3
-    loop = main(["--ckpt", str(corpus["stage2"]), "--image", str(photo), "--seeds", "0", "--steps", "3", "--out", str(out / "loop"),
-                 "--loop-guidance", "100", "--slow-motion", "2", "--fit", "pad"])
+    loop = main(
+        [
+            "--ckpt",
+            str(corpus["stage2"]),
+            "--image",
+            str(photo),
+            "--seeds",
+            "0",
+            "--steps",
+            "3",
+            "--out",
+            str(out / "loop"),
+            "--loop-guidance",
+            "100",
+            "--slow-motion",
+            "2",
+            "--fit",
+            "pad",
+        ]
+    )
     # a loop plays frames 1..K-1 (frame K would repeat frame 1), slow motion interpolating across the wrap too
-    assert loop[0]["loop"] and loop[0]["frames"] == (4 - 1) * 2 and 0 < loop[0]["wrap_field"] and loop[0]["size"] == [70, 90]
+    assert (
+        loop[0]["loop"]
+        and loop[0]["frames"] == (4 - 1) * 2
+        and 0 < loop[0]["wrap_field"]
+        and loop[0]["size"] == [70, 90]
+    )
 
 
 def test_animate_errors_are_clear(corpus, tmp_path):

@@ -1,12 +1,13 @@
 """Shard readers: item formats, one crop/flip for frames and fields, equal batches on every DDP rank."""
+
 from __future__ import annotations
 
 import random
 
 import pytest
 import torch
-
 from helpers_video import moving_pattern, write_video
+
 from lvmm.datasets.augment import ClipAugment, CropFlip
 from lvmm.datasets.datamodule import ShardDataModule
 from lvmm.datasets.readers import choose_frames, expand_shards, make_loader, make_stream
@@ -37,8 +38,12 @@ def video_shards(tmp_path_factory) -> tuple[str, int]:
         write_video(root / f"v{i}.mp4", moving_pattern(n, 32, 32, seed=i))
     (root / "v0.txt").write_text("waves")
     out = root / "shards"
-    _write(FolderRecipe(str(root)).sources(), out, ShardSettings(size=(32, 32), clip_len=8, stride=4, fmt="mp4"),
-           max_samples=3)
+    _write(
+        FolderRecipe(str(root)).sources(),
+        out,
+        ShardSettings(size=(32, 32), clip_len=8, stride=4, fmt="mp4"),
+        max_samples=3,
+    )
     return str(out / "t-*.tar"), len(list(out.glob("t-*.tar")))
 
 
@@ -47,8 +52,17 @@ def _warp_error(img0, imgk, flow) -> float:
 
 
 def test_pairs_share_crop_and_flip_with_their_field(procedural_shards):
-    stream = make_stream(procedural_shards, "pairs", batch_size=1, length=48, size=48, max_interval=4,
-                         crop_scale=(0.6, 0.9), hflip=True, seed=1)
+    stream = make_stream(
+        procedural_shards,
+        "pairs",
+        batch_size=1,
+        length=48,
+        size=48,
+        max_interval=4,
+        crop_scale=(0.6, 0.9),
+        hflip=True,
+        seed=1,
+    )
     checked, telling = 0, 0
     for batch in stream:
         img0, imgk, flow = batch["img0"][0], batch["imgk"][0], batch["flow"][0]
@@ -77,8 +91,16 @@ def test_augment_flip_negates_dx_and_crop_rescales():
 
 
 def test_clip_items_and_frame_choice(procedural_shards, video_shards):
-    stream = make_stream(procedural_shards, "clips", batch_size=2, length=2, size=SIZE, num_frames=4,
-                         sampling="random_sorted", train=False)
+    stream = make_stream(
+        procedural_shards,
+        "clips",
+        batch_size=2,
+        length=2,
+        size=SIZE,
+        num_frames=4,
+        sampling="random_sorted",
+        train=False,
+    )
     batch = next(iter(stream))
     assert batch["frames"].shape == (2, 4, 3, SIZE, SIZE) and batch["flows"].shape == (2, 4, 2, SIZE, SIZE)
     assert batch["has_flow"].all() and (batch["label"] >= 0).all() and all(batch["caption"])
@@ -118,8 +140,17 @@ def test_ddp_ranks_get_equal_batches_from_disjoint_shards(video_shards, monkeypa
 
 
 def test_datamodule_batches(procedural_shards):
-    dm = ShardDataModule(procedural_shards, procedural_shards, mode="pairs", batch_size=4, num_workers=0,
-                         max_interval=4, size=[32, 48], epoch_length=3, val_length=2)
+    dm = ShardDataModule(
+        procedural_shards,
+        procedural_shards,
+        mode="pairs",
+        batch_size=4,
+        num_workers=0,
+        max_interval=4,
+        size=[32, 48],
+        epoch_length=3,
+        val_length=2,
+    )
     train = list(dm.train_dataloader())
     assert len(train) == 3 and train[0]["img0"].shape == (4, 3, 32, 48) and train[0]["k"].dtype == torch.int64
     val1 = [b["key"] for b in dm.val_dataloader()]

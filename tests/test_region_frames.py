@@ -1,4 +1,5 @@
 """MRAA's part frames U sqrt(S): a rotated part's motion is a rotation (the symmetric root could not say so)."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ def _gaussian_heatmap(angle_deg: float, size: int = 32, sx: float = 0.25, sy: fl
     """A normalised anisotropic Gaussian heatmap (1, 1, size, size) whose long axis is turned by ``angle_deg``."""
     from lvmm.warp import base_grid
 
-    grid = base_grid(size, size, torch.device("cpu"), torch.float64)[0]          # (2, h, w): x, y
+    grid = base_grid(size, size, torch.device("cpu"), torch.float64)[0]  # (2, h, w): x, y
     t = math.radians(angle_deg)
     x, y = grid[0] - centre[0], grid[1] - centre[1]
     u, v = math.cos(t) * x + math.sin(t) * y, -math.sin(t) * x + math.cos(t) * y
@@ -28,7 +29,7 @@ def test_part_motion_of_a_rotated_part_is_the_rotation():
     frame = principal_frame_2x2(m)
     torch.testing.assert_close(frame @ frame.T, m)
     src, drv = heatmap_moments(_gaussian_heatmap(0.0)), heatmap_moments(_gaussian_heatmap(30.0))
-    jac = (src.affine @ torch.linalg.inv(drv.affine))[0, 0]        # backward: a point of I_k to I_0
+    jac = (src.affine @ torch.linalg.inv(drv.affine))[0, 0]  # backward: a point of I_k to I_0
     t = math.radians(-30.0)
     rotation = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]], dtype=torch.float64)
     torch.testing.assert_close(jac, rotation, atol=0.02, rtol=0)
@@ -36,7 +37,7 @@ def test_part_motion_of_a_rotated_part_is_the_rotation():
     sym = sqrtm_2x2(src.covar) @ torch.linalg.inv(sqrtm_2x2(drv.covar))
     assert (sym[0, 0] - rotation).abs().max() > 0.3
     # the dense part motion carries the turned part's points onto the original ones
-    flow = region_motions(src, drv, torch.eye(2, 3, dtype=torch.float64)[None], (32, 32))[0, 1]   # (2, h, w)
+    flow = region_motions(src, drv, torch.eye(2, 3, dtype=torch.float64)[None], (32, 32))[0, 1]  # (2, h, w)
     from lvmm.warp import base_grid
 
     grid = base_grid(32, 32, torch.device("cpu"), torch.float64)[0]

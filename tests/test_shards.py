@@ -1,4 +1,5 @@
 """Shard writing: round trips, bad inputs, resuming after a kill, partitions, recipes (tools/make_shards.py)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,12 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers_shards import REPO, load_samples, make_shards_main, manifest_lines, shards_of
 from helpers_video import moving_pattern, write_bad_files, write_video
+
 from lvmm.datasets.readers import decode
-from lvmm.datasets.recipes import (CelebVHQRecipe, FolderRecipe, MHADRecipe, MUGRecipe, NATOPSRecipe,
-                                   ProceduralRecipe, WebVidRecipe, make_recipe)
+from lvmm.datasets.recipes import (
+    CelebVHQRecipe,
+    FolderRecipe,
+    MHADRecipe,
+    MUGRecipe,
+    NATOPSRecipe,
+    ProceduralRecipe,
+    WebVidRecipe,
+    make_recipe,
+)
 from lvmm.datasets.writer import ShardSettings, partition_sources, sample_key, write_shards
 from lvmm.media import encode_mp4, read_video
 
@@ -27,9 +36,13 @@ MP4_TOLERANCE = 8.0  # mean absolute error (0-255) of an H.264 round trip of a c
 def corpus(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     """Two mp4s (one with a caption), an avi, a gif and a PNG frame folder, 64x64."""
     root = tmp_path_factory.mktemp("corpus")
-    originals = {"a.mp4": moving_pattern(20, seed=1), "sub/b.mp4": moving_pattern(17, seed=2),
-                 "c.avi": moving_pattern(16, seed=3), "d.gif": moving_pattern(12, seed=4),
-                 "frames/e": moving_pattern(16, seed=5)}
+    originals = {
+        "a.mp4": moving_pattern(20, seed=1),
+        "sub/b.mp4": moving_pattern(17, seed=2),
+        "c.avi": moving_pattern(16, seed=3),
+        "d.gif": moving_pattern(12, seed=4),
+        "frames/e": moving_pattern(16, seed=5),
+    }
     for rel, frames in originals.items():
         write_video(root / rel, frames, fps=8.0)
     (root / "a.txt").write_text("a pattern drifts to the right\n")
@@ -60,7 +73,7 @@ def test_round_trip_npy_is_exact_and_mp4_within_codec_tolerance(corpus, tmp_path
             assert s.meta["source"] == rel and s.meta["frame_indices"] == list(range(start, start + 8))
             assert (s.meta["width"], s.meta["height"]) == (64, 64)
             assert s.meta["fps"] == pytest.approx(8.0, rel=0.05)  # GIF delays are whole centiseconds
-            np.testing.assert_array_equal(s.frames(None), decoded[start:start + 8])
+            np.testing.assert_array_equal(s.frames(None), decoded[start : start + 8])
     caption = decode(samples[sample_key("a.mp4", 0)])
     assert caption.caption == "a pattern drifts to the right" and caption.raw["txt"] == b"a pattern drifts to the right"
     assert "txt" not in samples[sample_key("c.avi", 0)]
@@ -75,9 +88,14 @@ def test_round_trip_npy_is_exact_and_mp4_within_codec_tolerance(corpus, tmp_path
     got = s.frames(None)
     assert got.shape == (4, 32, 48, 3)
     from PIL import Image
+
     box = (0, (64 - 64 * 32 / 48) / 2, 64, (64 + 64 * 32 / 48) / 2)  # the centred 64 x 42.7 box of the 3:2 output
-    want = np.stack([np.asarray(Image.fromarray(originals["frames/e"][i]).resize((48, 32), Image.Resampling.BICUBIC, box=box))
-                     for i in (0, 2, 4, 6)])
+    want = np.stack(
+        [
+            np.asarray(Image.fromarray(originals["frames/e"][i]).resize((48, 32), Image.Resampling.BICUBIC, box=box))
+            for i in (0, 2, 4, 6)
+        ]
+    )
     # the codec is the only difference: the same frames through encode_mp4 decode to the same pixels,
     # and the loss against the uncompressed frames stays within H.264's (4:2:0 chroma at 32x48 dominates)
     np.testing.assert_allclose(got, read_video(encode_mp4(want, 4.0))[0], atol=1)
@@ -91,8 +109,21 @@ def test_bad_files_are_reported_skipped_and_counted(corpus, tmp_path, capsys):
     write_video(root / "good1.mp4", moving_pattern(16, seed=7))
     write_video(root / "good2.mp4", moving_pattern(16, seed=8))
     bad = write_bad_files(root, moving_pattern(16, seed=9))
-    rc = main(["--input", str(root), "--out", str(tmp_path / "out"), "--name", "t", "--clip-len", "8",
-               "--size", "64", "--no-progress"])
+    rc = main(
+        [
+            "--input",
+            str(root),
+            "--out",
+            str(tmp_path / "out"),
+            "--name",
+            "t",
+            "--clip-len",
+            "8",
+            "--size",
+            "64",
+            "--no-progress",
+        ]
+    )
     report = capsys.readouterr().out
     assert rc == 0
     assert "3 failed" in report
@@ -185,18 +216,27 @@ def _frames_dir(path: Path, n: int = 4, h: int = 24, w: int = 32, seed: int = 0)
 
 
 def test_mug_recipe(tmp_path):
-    _frames_dir(tmp_path / "008" / "happiness" / "take000")   # a training subject
-    _frames_dir(tmp_path / "001" / "anger" / "take001")       # a test subject
+    _frames_dir(tmp_path / "008" / "happiness" / "take000")  # a training subject
+    _frames_dir(tmp_path / "001" / "anger" / "take001")  # a test subject
     _frames_dir(tmp_path / "002" / "session0" / "surprise" / "take000")  # test, with a session level
-    _frames_dir(tmp_path / "999" / "fear" / "take000")        # in neither split
+    _frames_dir(tmp_path / "999" / "fear" / "take000")  # in neither split
     (tmp_path / "008" / "happiness" / "take000" / "take000.avi").write_bytes(b"")  # LFDM ignores the avi too
     every = {s.rel: s for s in MUGRecipe(str(tmp_path)).sources()}
-    assert set(every) == {"008/happiness/take000", "001/anger/take001", "002/session0/surprise/take000",
-                          "999/fear/take000"}
+    assert set(every) == {
+        "008/happiness/take000",
+        "001/anger/take001",
+        "002/session0/surprise/take000",
+        "999/fear/take000",
+    }
     s = every["002/session0/surprise/take000"]
     assert s.kind == "frames" and s.fps == 19.0
-    assert s.labels == {"subject": "002", "class": 6, "class_name": "surprise", "caption": "a face showing surprise",
-                             "split": "test"}
+    assert s.labels == {
+        "subject": "002",
+        "class": 6,
+        "class_name": "surprise",
+        "caption": "a face showing surprise",
+        "split": "test",
+    }
     assert every["999/fear/take000"].labels["split"] is None
     assert [s.rel for s in MUGRecipe(str(tmp_path), split="train").sources()] == ["008/happiness/take000"]
     assert len(MUGRecipe(str(tmp_path), split="test").sources()) == 2
@@ -248,25 +288,51 @@ def test_natops_recipe(tmp_path):
 
 def test_celebvhq_webvid_and_folder_captions(tmp_path):
     write_video(tmp_path / "celeb" / "processed" / "abc_0.mp4", moving_pattern(8), fps=25.0)
-    info = {"meta_info": {"appearance_mapping": ["blurry", "male"], "action_mapping": ["blink", "talk", "smile"]},
-            "clips": {"abc_0": {"ytb_id": "abc", "attributes": {"appearance": [0, 1], "action": [0, 1, 1],
-                                                                  "emotion": {"sep_flag": False, "labels": "happy"}}},
-                      "zzz_1": {"ytb_id": "zzz", "attributes": {"appearance": [0, 0], "action": [0, 0, 0],
-                                                                  "emotion": {"sep_flag": False, "labels": "neutral"}}}}}
+    info = {
+        "meta_info": {"appearance_mapping": ["blurry", "male"], "action_mapping": ["blink", "talk", "smile"]},
+        "clips": {
+            "abc_0": {
+                "ytb_id": "abc",
+                "attributes": {
+                    "appearance": [0, 1],
+                    "action": [0, 1, 1],
+                    "emotion": {"sep_flag": False, "labels": "happy"},
+                },
+            },
+            "zzz_1": {
+                "ytb_id": "zzz",
+                "attributes": {
+                    "appearance": [0, 0],
+                    "action": [0, 0, 0],
+                    "emotion": {"sep_flag": False, "labels": "neutral"},
+                },
+            },
+        },
+    }
     (tmp_path / "celeb" / "celebvhq_info.json").write_text(json.dumps(info))
     sources = {s.rel: s for s in CelebVHQRecipe(str(tmp_path / "celeb")).sources()}
     assert set(sources) == {"processed/abc_0.mp4", "zzz_1.mp4"}  # a listed clip without a file is kept, to be reported
     abc = sources["processed/abc_0.mp4"].labels
     assert abc["caption"] == "a person talk, smile, looks happy" and abc["appearance"] == ["male"]
 
-    rows = [{"videoid": "1001", "name": "waves roll onto a beach", "page_dir": "001_050", "contentUrl": "u", "duration": "PT00H00M08S"},
-            {"videoid": "1002", "name": "a cat", "page_dir": "001_050", "contentUrl": "u", "duration": "PT00H00M05S"}]
+    rows = [
+        {
+            "videoid": "1001",
+            "name": "waves roll onto a beach",
+            "page_dir": "001_050",
+            "contentUrl": "u",
+            "duration": "PT00H00M08S",
+        },
+        {"videoid": "1002", "name": "a cat", "page_dir": "001_050", "contentUrl": "u", "duration": "PT00H00M05S"},
+    ]
     with open(tmp_path / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     write_video(tmp_path / "webvid" / "001_050" / "1001.mp4", moving_pattern(8), fps=25.0)
-    web = {s.labels["videoid"]: s for s in WebVidRecipe(str(tmp_path / "webvid"), str(tmp_path / "results.csv")).sources()}
+    web = {
+        s.labels["videoid"]: s for s in WebVidRecipe(str(tmp_path / "webvid"), str(tmp_path / "results.csv")).sources()
+    }
     assert web["1001"].labels["caption"] == "waves roll onto a beach" and os.path.isfile(web["1001"].path)
     assert not os.path.exists(web["1002"].path)  # missing: the run reports it
     summary = run(list(web.values()), tmp_path / "out", settings=ShardSettings(size=(32, 32), clip_len=4, fmt="npy"))

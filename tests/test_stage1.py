@@ -1,13 +1,20 @@
 """Stage one's networks, losses and inference bundle at the tiny size (fast, no training)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers_stage1 import random_pair, tiny_motion_model, tiny_networks
+
 from lvmm.checkpoint import build
-from lvmm.losses import (RandomTransform, ReconstructionLoss, VGG19Features, equivariance_loss, field_reconstruction_loss,
-                         photometric_loss)
+from lvmm.losses import (
+    RandomTransform,
+    ReconstructionLoss,
+    VGG19Features,
+    equivariance_loss,
+    field_reconstruction_loss,
+    photometric_loss,
+)
 from lvmm.nets.region_predictor import BackgroundMotionPredictor, heatmap_moments, region_motions, sqrtm_2x2
 from lvmm.warp import pixels_to_normalised, warp
 
@@ -68,7 +75,12 @@ def test_equivariance_loss_zero_for_identity_and_positive_otherwise():
     regions = tiny_networks()["flow"].regions
     img0, _ = random_pair()
     assert equivariance_loss(regions, img0, RandomTransform(2, 0.0, 0.0)).item() < 1e-5
-    assert equivariance_loss(regions, img0, RandomTransform(2, 0.1, 0.01, generator=torch.Generator().manual_seed(0))).item() > 1e-3
+    assert (
+        equivariance_loss(
+            regions, img0, RandomTransform(2, 0.1, 0.01, generator=torch.Generator().manual_seed(0))
+        ).item()
+        > 1e-3
+    )
 
 
 def test_region_moments_and_motions():
@@ -114,7 +126,7 @@ def test_networks_rebuild_from_their_configs():
 def test_motion_model_api():
     model = tiny_motion_model()
     img0, imgk = random_pair()
-    frames = torch.stack([img0, imgk, img0], 1)                                  # (B, T, 3, H, W)
+    frames = torch.stack([img0, imgk, img0], 1)  # (B, T, 3, H, W)
     assert model.field_downsample == 4 and model.latent_downsample == 8 and model.latent_channels == 4
     field = model.predict_field(img0, imgk)
     assert field.shape == (2, 3, 16, 16)
@@ -126,9 +138,9 @@ def test_motion_model_api():
     assert zc.shape == (2, 3, 4, 8, 8)
     assert torch.allclose(zc[:, 0], model.encode_field(model.predict_field(img0, img0)), atol=1e-5)
     zc = zc.detach().requires_grad_()
-    decoded = model.decode(zc)                                                   # extra leading dims
+    decoded = model.decode(zc)  # extra leading dims
     assert decoded.shape == (2, 3, 3, 16, 16)
-    decoded[..., :2, :, :].abs().mean().backward()                               # differentiable for guidance
+    decoded[..., :2, :, :].abs().mean().backward()  # differentiable for guidance
     assert zc.grad is not None and zc.grad.abs().sum() > 0
     video = model.render(img0, decoded.detach(), chunk_size=2)
     assert video.shape == (2, 3, 3, 64, 64)
@@ -139,10 +151,16 @@ def test_schedules_switch_what_trains():
     from lvmm.stages.stage_one import StageOne, pairs_from_clips
 
     frames = torch.rand(1, 3, 3, 64, 64)
-    batch = pairs_from_clips({"frames": frames, "flows": torch.zeros(1, 3, 2, 64, 64), "has_flow": torch.tensor([True])}, 2)
+    batch = pairs_from_clips(
+        {"frames": frames, "flows": torch.zeros(1, 3, 2, 64, 64), "has_flow": torch.tensor([True])}, 2
+    )
     assert batch["img0"].shape == (2, 3, 64, 64) and torch.equal(batch["img0"][0], frames[0, 0])
-    for schedule, step, flow_trains, vae_trains in [("sequential", 0, True, False), ("sequential", 5, False, True),
-                                                      ("joint", 0, True, False), ("joint", 5, True, True)]:
+    for schedule, step, flow_trains, vae_trains in [
+        ("sequential", 0, True, False),
+        ("sequential", 5, False, True),
+        ("joint", 0, True, False),
+        ("joint", 5, True, True),
+    ]:
         module = StageOne(**tiny_networks(), schedule=schedule, vae_start_step=5, vae_warmup_steps=2)
         loss, logs = module.compute_losses(batch, step)
         loss.backward()
@@ -154,8 +172,12 @@ def test_schedules_switch_what_trains():
 def test_lucas_kanade_teacher_follows_the_flow_convention():
     from lvmm.losses import lucas_kanade_teacher, teacher_loss
 
-    img0 = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)), size=(64, 64),
-                                           mode="bicubic", align_corners=False).clamp(0, 1)
+    img0 = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)),
+        size=(64, 64),
+        mode="bicubic",
+        align_corners=False,
+    ).clamp(0, 1)
     d = pixels_to_normalised(torch.tensor([1.0, -0.5]).view(1, 2, 1, 1).expand(1, 2, 64, 64), 64, 64)
     imgk = warp(img0, d)
     teacher = lucas_kanade_teacher(img0, imgk)

@@ -1,4 +1,5 @@
 """Stage one through the Lightning CLI: fit from the tiny YAML, checkpoints, resume, reload, evaluation."""
+
 from __future__ import annotations
 
 import os
@@ -6,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from helpers_stage1 import fit_args, random_pair, run_cli
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -25,7 +25,7 @@ def fitted(tmp_path_factory):
 def test_fit_writes_a_safe_checkpoint_with_network_configs(fitted):
     _, ckpt_path, cli = fitted
     assert cli.trainer.global_step == 2
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)   # no pickled objects
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # no pickled objects
     assert set(ckpt["lvmm_networks"]) == {"flow", "vae", "renderer"}
     assert ckpt["lvmm_networks"]["flow"]["class_path"] == "lvmm.nets.flow_predictor.FlowPredictor"
     assert all(k.split(".")[0] in {"flow", "vae", "renderer"} for k in ckpt["state_dict"])
@@ -61,7 +61,7 @@ def test_media_panel(fitted):
     _, _, cli = fitted
     batch = next(iter(ProceduralDataModule(mode="clips", batch_size=1, train_length=1).train_dataloader()))
     panel = cli.model.log_media(batch)["stage1"]
-    n = min(2, cli.model.hparams.pairs_per_clip)   # rows: n pairs from the predicted field, n from the decoded one
+    n = min(2, cli.model.hparams.pairs_per_clip)  # rows: n pairs from the predicted field, n from the decoded one
     assert panel.dtype == np.uint8 and panel.shape == (2 * n * 64, 5 * 64, 3)
 
 

@@ -1,4 +1,5 @@
 """Stage two's data, LightningModule, training entry point and checkpoints."""
+
 from __future__ import annotations
 
 import sys
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers_stage2 import one_thread, tiny_unet, unet_inputs, write_latent_shards  # noqa: F401 (a fixture)
+
 from lvmm.checkpoint import load_networks
 from lvmm.datasets.latent import LatentDataModule, SyntheticLatentDataModule
 from lvmm.diffusion import load_motion_diffusion
@@ -52,14 +53,14 @@ def test_token_dropout_and_latent_scale():
 
 def test_token_statistics_are_set_once_from_the_first_batch():
     batch = _batch(n=8)
-    batch["txt_emb"] = batch["txt_emb"] + 5.0   # a large direction every caption shares
+    batch["txt_emb"] = batch["txt_emb"] + 5.0  # a large direction every caption shares
     batch["has_txt"][:2] = False
     module = StageTwo(tiny_unet(randomise=False), num_frames=4)
     module.inputs(batch, drop=False)
     unet, present = module.unet, batch["has_txt"]
-    unit = lambda e: torch.nn.functional.normalize(e, dim=-1)   # noqa: E731 - every modality enters at unit length
+    unit = lambda e: torch.nn.functional.normalize(e, dim=-1)
     torch.testing.assert_close(unet.token_mean[0], unit(batch["img_emb"]).mean(0))
-    torch.testing.assert_close(unet.token_mean[1], unit(batch["txt_emb"][present]).mean(0))   # absent captions left out
+    torch.testing.assert_close(unet.token_mean[1], unit(batch["txt_emb"][present]).mean(0))  # absent captions left out
     tokens = unet.condition_tokens(torch.stack([unit(batch["img_emb"]), unit(batch["txt_emb"])], 1), None, 8)
     text = tokens[present, 1]
     assert text.mean(0).abs().max() < 0.2 and abs(text.std().item() - 1) < 0.1
@@ -68,7 +69,7 @@ def test_token_statistics_are_set_once_from_the_first_batch():
     other = _batch(n=8)
     other["txt_emb"] = other["txt_emb"] - 3.0
     module.inputs(other, drop=False)
-    assert torch.equal(unet.token_mean, first)   # estimated once; later batches do not move it
+    assert torch.equal(unet.token_mean, first)  # estimated once; later batches do not move it
 
     plain = StageTwo(tiny_unet(randomise=False), num_frames=4, standardize_tokens=False)
     plain.inputs(batch, drop=False)
@@ -87,11 +88,13 @@ def test_overfitting_a_fixed_batch_lowers_the_loss():
 
     def probe() -> float:
         with torch.no_grad():
-            return module.diffusion.training_loss(lambda x, t: module.unet(x, t, **cond), x0, probe_noise, probe_t).item()
+            return module.diffusion.training_loss(
+                lambda x, t: module.unet(x, t, **cond), x0, probe_noise, probe_t
+            ).item()
 
     before = probe()
     module.unet.train()
-    for _ in range(60):   # residual latents (z_k - z_0 at unit std) take a little longer than plain z_k
+    for _ in range(60):  # residual latents (z_k - z_0 at unit std) take a little longer than plain z_k
         loss = module.training_step(batch, 0)
         opt.zero_grad()
         loss.backward()
@@ -107,11 +110,31 @@ def test_fit_through_cli_and_checkpoint_rebuilds_unet(tmp_path, monkeypatch):
     from train import main
 
     out = tmp_path / "run"
-    cli = main(["fit", "--config", str(ROOT / "configs/stage2/tiny.yaml"),
-                "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(out),
-                "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
-                "--data.init_args.train_length", "32", "--data.init_args.batch_size", "4",
-                "--model.init_args.media_steps", "2", "--trainer.callbacks.init_args.every_n_steps", "2"])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/stage2/tiny.yaml"),
+            "--trainer.max_steps",
+            "3",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.default_root_dir",
+            str(out),
+            "--trainer.logger.init_args.save_dir",
+            str(out),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.init_args.train_length",
+            "32",
+            "--data.init_args.batch_size",
+            "4",
+            "--model.init_args.media_steps",
+            "2",
+            "--trainer.callbacks.init_args.every_n_steps",
+            "2",
+        ]
+    )
     ckpts = sorted(out.rglob("last.ckpt"))
     assert ckpts, "no checkpoint written"
     media = sorted(out.rglob("*.mp4"))
@@ -125,7 +148,7 @@ def test_fit_through_cli_and_checkpoint_rebuilds_unet(tmp_path, monkeypatch):
     unet2, config, extra2 = load_motion_diffusion(ckpts[0])
     assert config.prediction_type == "v_prediction" and extra2 == extra
     inp = unet_inputs(cond_dim=1024)
-    state = {k[len("unet."):]: v for k, v in raw["state_dict"].items() if k.startswith("unet.")}
+    state = {k[len("unet.") :]: v for k, v in raw["state_dict"].items() if k.startswith("unet.")}
     reference = cli.model.unet.eval()
     reference.load_state_dict(state)  # the checkpoint holds the EMA weights
     with torch.no_grad():

@@ -14,6 +14,7 @@ repeat frame 1). Prints each clip's wrap ratio (|last - first| / median step of 
 plays: 1 = seamless, well below 1 = a held frame, above 1 = a jump) for the fields and the frames, and
 for clips that start at the photo the pop ratio (step out of the photo / median later step).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,31 +96,57 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--ckpt", default=None, help="stage-two checkpoint (.ckpt or .safetensors)")
     p.add_argument("--stage1-ckpt", default=None, help="stage-one checkpoint (default: the one recorded in --ckpt)")
     p.add_argument("--imagebind", default=None, help="ImageBind weights; default: the seeded random tiny model")
-    p.add_argument("--imagebind-config", default=None, help="'huge' or 'tiny' (default: huge with weights, tiny without)")
+    p.add_argument(
+        "--imagebind-config", default=None, help="'huge' or 'tiny' (default: huge with weights, tiny without)"
+    )
     cond = p.add_mutually_exclusive_group()
     cond.add_argument("--prompt", default=None, help="a text prompt")
     cond.add_argument("--audio", default=None, help="an audio file (wav, flac, mp3, or a video's audio track)")
-    cond.add_argument("--cond-image", default=None, help="another image whose ImageBind embedding conditions the motion")
+    cond.add_argument(
+        "--cond-image", default=None, help="another image whose ImageBind embedding conditions the motion"
+    )
     p.add_argument("--num-frames", type=int, default=None, help="generated frames K (default: the training length)")
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmsolver++"])
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance weight w")
-    p.add_argument("--loop-guidance", type=float, default=0.0, help="loop self-guidance weight mu (0: no loop; 1e4 suits the tiny demo model)")
-    p.add_argument("--loop-start", type=float, default=None, help="fraction of the steps after which loop guidance acts (default 0.3)")
+    p.add_argument(
+        "--loop-guidance",
+        type=float,
+        default=0.0,
+        help="loop self-guidance weight mu (0: no loop; 1e4 suits the tiny demo model)",
+    )
+    p.add_argument(
+        "--loop-start",
+        type=float,
+        default=None,
+        help="fraction of the steps after which loop guidance acts (default 0.3)",
+    )
     p.add_argument("--loop-velocity", type=float, default=0.0, help="weight of the loop velocity term")
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-3 or 1,5,7; one generator per seed")
     p.add_argument("--slow-motion", type=int, default=1, help="N: N - 1 interpolated fields between neighbours")
     p.add_argument("--size", type=int, default=None, help="working short side (default: the training size)")
-    p.add_argument("--fit", default="resize", choices=["resize", "pad"], help="how the working image reaches a multiple of 32")
+    p.add_argument(
+        "--fit", default="resize", choices=["resize", "pad"], help="how the working image reaches a multiple of 32"
+    )
     p.add_argument("--chunk-size", type=int, default=None, help="frames rendered at once (memory only; default 8)")
     p.add_argument("--out", type=Path, default=Path("outputs/animate"), help="output folder")
     p.add_argument("--format", nargs="+", default=["mp4"], choices=["mp4", "gif", "frames"])
     p.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better)")
     p.add_argument("--save-flow", action="store_true", help="also write the fields (.npy) and a flow colour video")
-    p.add_argument("--batch-size", type=int, default=None, help="seeds sampled at once (default: all); a seed's clip does not depend on it")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="compute dtype (default: bf16 on GPU, fp32 on CPU)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="seeds sampled at once (default: all); a seed's clip does not depend on it",
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["fp32", "bf16", "fp16"],
+        help="compute dtype (default: bf16 on GPU, fp32 on CPU)",
+    )
     p.add_argument("--device", default=None)
     return p
 
@@ -155,22 +182,44 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.model:
             pipe = LVMMPipeline.from_pretrained(args.model, args.device, dtype, args.imagebind, args.imagebind_config)
         else:
-            pipe = LVMMPipeline.from_checkpoints(args.ckpt, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.device, dtype)
-    except (CheckpointError, AnimationError, ValueError) as e:   # ValueError: an ImageBind config that cannot be honoured
+            pipe = LVMMPipeline.from_checkpoints(
+                args.ckpt, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.device, dtype
+            )
+    except (
+        CheckpointError,
+        AnimationError,
+        ValueError,
+    ) as e:  # ValueError: an ImageBind config that cannot be honoured
         raise SystemExit(f"error: {e}")
-    options = dict(sampler=args.sampler, steps=args.steps, eta=args.eta,
-                   guidance_scale=args.guidance_scale, loop_guidance=args.loop_guidance,
-                   loop_velocity=args.loop_velocity,
-                   loop_schedule=(LOOP_GUIDANCE_START if args.loop_start is None else args.loop_start, 1.0),
-                   slow_motion=args.slow_motion, size=args.size, fit=args.fit)
+    options = dict(
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        guidance_scale=args.guidance_scale,
+        loop_guidance=args.loop_guidance,
+        loop_velocity=args.loop_velocity,
+        loop_schedule=(LOOP_GUIDANCE_START if args.loop_start is None else args.loop_start, 1.0),
+        slow_motion=args.slow_motion,
+        size=args.size,
+        fit=args.fit,
+    )
     if args.chunk_size is not None:
         options["chunk_size"] = args.chunk_size
     rows = []
     for path in images:
         try:
             image = read_image(path)
-            results = pipe(image, args.prompt, args.audio, args.cond_image, seeds=args.seeds, num_frames=args.num_frames,
-                           batch_size=args.batch_size, progress=True, **options).animations
+            results = pipe(
+                image,
+                args.prompt,
+                args.audio,
+                args.cond_image,
+                seeds=args.seeds,
+                num_frames=args.num_frames,
+                batch_size=args.batch_size,
+                progress=True,
+                **options,
+            ).animations
         except (MediaError, AnimationError) as e:
             raise SystemExit(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}")
         for r in results:
@@ -182,15 +231,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 flow_path = stem.parent / f"{stem.name}_flow.npy"
                 flow_path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(flow_path, r.fields.numpy().astype(np.float32), allow_pickle=False)
-                outputs += [str(flow_path), str(write_video(stem.parent / f"{stem.name}_flow.mp4", flow_video(r.fields), args.fps))]
+                outputs += [
+                    str(flow_path),
+                    str(write_video(stem.parent / f"{stem.name}_flow.mp4", flow_video(r.fields), args.fps)),
+                ]
             m = {k: round(v, 4) for k, v in r.metrics.items()}
-            row = {"image": str(path), "seed": r.seed, "frames": int(r.frames.shape[0]), "size": list(r.frames.shape[1:3]),
-                   "working_size": list(r.working_size), "loop": r.loop, **m, "outputs": outputs}
+            row = {
+                "image": str(path),
+                "seed": r.seed,
+                "frames": int(r.frames.shape[0]),
+                "size": list(r.frames.shape[1:3]),
+                "working_size": list(r.working_size),
+                "loop": r.loop,
+                **m,
+                "outputs": outputs,
+            }
             rows.append(row)
             pop = f", pop {m['pop_frames']:.2f}" if "pop_frames" in m else ""
-            print(f"[animate] {path.name} seed {r.seed}: {row['frames']} frames of {r.frames.shape[2]}x{r.frames.shape[1]} "
-                  f"(motion at {r.working_size[1]}x{r.working_size[0]}), wrap ratio fields {m['wrap_field']:.2f} "
-                  f"frames {m['wrap_frames']:.2f}{pop} -> {', '.join(outputs)}")
+            print(
+                f"[animate] {path.name} seed {r.seed}: {row['frames']} frames of {r.frames.shape[2]}x{r.frames.shape[1]} "
+                f"(motion at {r.working_size[1]}x{r.working_size[0]}), wrap ratio fields {m['wrap_field']:.2f} "
+                f"frames {m['wrap_frames']:.2f}{pop} -> {', '.join(outputs)}"
+            )
     (args.out / "animate.json").write_text(json.dumps(rows, indent=2))
     return rows
 

@@ -12,6 +12,7 @@ beside a flow-colour preview of its motion and offers the mp4, a gif and the fie
 It binds to 127.0.0.1 unless --host says otherwise. A bad upload gets a message in the page; the
 server keeps serving.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,10 @@ def frame_plan(duration: float, fps: float, loop: bool, max_frames: int) -> int:
     k = total + 1 if loop else total - 1
     if total < 2 or k > max_frames:
         lo, hi = 2, (max_frames - 1 if loop else max_frames + 1)
-        raise ValueError(f"{duration} s at {fps} fps is {total} frames; this model makes {lo} to {hi} "
-                         f"({lo / fps:.2f} to {hi / fps:.2f} s at {fps} fps)")
+        raise ValueError(
+            f"{duration} s at {fps} fps is {total} frames; this model makes {lo} to {hi} "
+            f"({lo / fps:.2f} to {hi / fps:.2f} s at {fps} fps)"
+        )
     return k
 
 
@@ -93,7 +96,9 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
         try:
             image = read_image(path)
             if min(image.shape[:2]) < 32:
-                raise MediaError(f"{Path(path).name}: the photo is {image.shape[1]}x{image.shape[0]}; both sides must be at least 32 pixels")
+                raise MediaError(
+                    f"{Path(path).name}: the photo is {image.shape[1]}x{image.shape[0]}; both sides must be at least 32 pixels"
+                )
         except MediaError as e:
             return None, None, None, [], None, f"**Cannot use this upload.** {_short(e, path)}"
         editor = {"background": image, "layers": [], "composite": image}
@@ -104,19 +109,37 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
             return None, drags, None, "Upload a photo first."
         x, y = (float(v) for v in evt.index[:2])
         if pending is None:
-            return draw_arrows(image, drags, (x, y)), drags, (x, y), f"Arrow start at ({x:.0f}, {y:.0f}); click its end."
+            return (
+                draw_arrows(image, drags, (x, y)),
+                drags,
+                (x, y),
+                f"Arrow start at ({x:.0f}, {y:.0f}); click its end.",
+            )
         if len(drags) >= MAX_DRAGS:
             return draw_arrows(image, drags), drags, None, f"At most {MAX_DRAGS} arrows."
         drags = drags + [(tuple(pending), (x, y))]
         return draw_arrows(image, drags), drags, None, f"{len(drags)} arrow(s)."
 
-    on_click.__annotations__["evt"] = gr.SelectData   # Gradio finds the event by its type (annotations are strings here)
+    on_click.__annotations__["evt"] = gr.SelectData  # Gradio finds the event by its type (annotations are strings here)
 
     def on_clear(image):
         return (draw_arrows(image, []) if image is not None else None), [], None, "Arrows cleared."
 
-    def generate(image, editor, drags, prompt, audio, mode, strength, seeds_text, steps, sampler, duration, fps,
-                 progress=gr.Progress()):
+    def generate(
+        image,
+        editor,
+        drags,
+        prompt,
+        audio,
+        mode,
+        strength,
+        seeds_text,
+        steps,
+        sampler,
+        duration,
+        fps,
+        progress=gr.Progress(),
+    ):
         try:
             if image is None:
                 raise ValueError("upload a photo first")
@@ -128,9 +151,21 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
                 raise ValueError("give a text prompt or an audio file, not both")
             mask = mask_from_editor(editor, image.shape[:2])
             progress(0, desc="sampling")
-            result = pipe(image, prompt=prompt, audio=audio or None, seeds=seeds, num_frames=k, loop=loop, batch_size=batch_size,
-                          steps=int(steps), sampler=sampler, motion_strength=float(strength), mask=mask, drags=drags or (),
-                          callback=lambda i, n: progress(i / n, desc=f"sampling step {i} of {n}"))
+            result = pipe(
+                image,
+                prompt=prompt,
+                audio=audio or None,
+                seeds=seeds,
+                num_frames=k,
+                loop=loop,
+                batch_size=batch_size,
+                steps=int(steps),
+                sampler=sampler,
+                motion_strength=float(strength),
+                mask=mask,
+                drags=drags or (),
+                callback=lambda i, n: progress(i / n, desc=f"sampling step {i} of {n}"),
+            )
         except (MediaError, AnimationError, ValueError, OSError) as e:
             return None, None, None, f"**Cannot animate.** {_short(e, audio)}"
         folder = Path(tempfile.mkdtemp(dir=out_root))
@@ -138,10 +173,10 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
         for seed, frames in zip(result.seeds, result.frames):
             files.append(write_video(folder / f"lvmm_seed{seed}.mp4", frames, float(fps)))
             files.append(write_video(folder / f"lvmm_seed{seed}.gif", frames, float(fps)))
-        fields = np.stack([f.numpy().astype(np.float32) for f in result.fields])          # (S, T, 3, h, w)
+        fields = np.stack([f.numpy().astype(np.float32) for f in result.fields])  # (S, T, 3, h, w)
         np.save(folder / "fields.npy", fields, allow_pickle=False)
         files.append(folder / "fields.npy")
-        flow = flow_video(result.fields[0])                                                # (T, h, w, 3)
+        flow = flow_video(result.fields[0])  # (T, h, w, 3)
         h, w = image.shape[:2]
         flow = np.repeat(np.repeat(flow, -(-h // flow.shape[1]), 1), -(-w // flow.shape[2]), 2)[:, :h, :w]
         preview = write_video(folder / f"flow_seed{result.seeds[0]}.mp4", np.ascontiguousarray(flow), float(fps))
@@ -156,17 +191,30 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
         return str(files[0]), str(preview), [str(f) for f in files], "Done: " + "; ".join(what) + "."
 
     with gr.Blocks(title="LVMM: bring a photo to life") as app:
-        gr.Markdown("# LVMM: bring a photo to life\nUpload a photo, paint the region that may move (optional), "
-                    "add drag arrows (optional), and press **Generate**.")
+        gr.Markdown(
+            "# LVMM: bring a photo to life\nUpload a photo, paint the region that may move (optional), "
+            "add drag arrows (optional), and press **Generate**."
+        )
         image_state, drags_state, pending_state = gr.State(None), gr.State([]), gr.State(None)
         with gr.Row():
             with gr.Column():
                 photo = gr.File(label="Photo", file_types=None, type="filepath", elem_id="photo-upload")
-                editor = gr.ImageEditor(label="Region brush: paint where the picture may move (nothing painted: everywhere)",
-                                        type="numpy", sources=(), brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"),
-                                        transforms=(), layers=False, elem_id="brush")
-                arrows = gr.Image(label="Drag arrows: click a start point, then an end point", type="numpy",
-                                  interactive=False, height=260, elem_id="arrows")
+                editor = gr.ImageEditor(
+                    label="Region brush: paint where the picture may move (nothing painted: everywhere)",
+                    type="numpy",
+                    sources=(),
+                    brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"),
+                    transforms=(),
+                    layers=False,
+                    elem_id="brush",
+                )
+                arrows = gr.Image(
+                    label="Drag arrows: click a start point, then an end point",
+                    type="numpy",
+                    interactive=False,
+                    height=260,
+                    elem_id="arrows",
+                )
                 clear = gr.Button("Clear arrows", size="sm")
             with gr.Column():
                 prompt = gr.Textbox(label="Text prompt (optional)", elem_id="prompt")
@@ -179,7 +227,9 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
                     sampler = gr.Dropdown(["ddim", "dpmsolver++", "ddpm"], value="ddim", label="Sampler")
                 with gr.Row():
                     fps = gr.Number(value=8, minimum=1, maximum=60, label="fps", elem_id="fps")
-                    duration = gr.Number(value=round((default_k + 1) / 8, 3), minimum=0.1, label="Duration (s)", elem_id="duration")
+                    duration = gr.Number(
+                        value=round((default_k + 1) / 8, 3), minimum=0.1, label="Duration (s)", elem_id="duration"
+                    )
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 status = gr.Markdown("", elem_id="status")
         with gr.Row():
@@ -190,8 +240,11 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
         photo.change(on_photo, [photo], [editor, arrows, image_state, drags_state, pending_state, status])
         arrows.select(on_click, [image_state, drags_state, pending_state], [arrows, drags_state, pending_state, status])
         clear.click(on_clear, [image_state], [arrows, drags_state, pending_state, status])
-        go.click(generate, [image_state, editor, drags_state, prompt, audio, mode, strength, seeds, steps, sampler, duration, fps],
-                 [video, flow, downloads, status])
+        go.click(
+            generate,
+            [image_state, editor, drags_state, prompt, audio, mode, strength, seeds, steps, sampler, duration, fps],
+            [video, flow, downloads, status],
+        )
     return app
 
 
@@ -209,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", default=None, help="a model package folder (tools/export.py)")
     source.add_argument("--ckpt", default=None, help="stage-two checkpoint (.ckpt or .safetensors)")
     p.add_argument("--stage1-ckpt", default=None, help="stage-one checkpoint (default: the one recorded in --ckpt)")
-    p.add_argument("--imagebind", default=None, help="ImageBind weights the model expects (none for the random tiny model)")
+    p.add_argument(
+        "--imagebind", default=None, help="ImageBind weights the model expects (none for the random tiny model)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--device", default=None)
@@ -234,8 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     app = build_app(pipe, batch_size=args.batch_size)
     _patient_start_check()
     print(f"[app] serving on http://{args.host}:{args.port}", flush=True)
-    app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=False,
-                                                  show_error=True, inbrowser=False)
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, share=False, show_error=True, inbrowser=False
+    )
 
 
 def _patient_start_check(seconds: float = 90.0) -> None:

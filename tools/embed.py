@@ -14,6 +14,7 @@ status 1); the rest are still written.
 Without ``--weights`` a seeded random model stands in (default config ``tiny``): useful for tests,
 meaningless as features. The official ``imagebind_huge.pth`` is CC BY-NC-SA 4.0 (non-commercial).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,12 +77,21 @@ def _embed_each(embed, items, names, failures):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("input_dir", type=Path)
     parser.add_argument("output_dir", type=Path)
-    parser.add_argument("--modality", choices=["auto", "image", "text", "audio"], default="auto", help="which files to embed (auto: by suffix; videos only with 'audio')")
+    parser.add_argument(
+        "--modality",
+        choices=["auto", "image", "text", "audio"],
+        default="auto",
+        help="which files to embed (auto: by suffix; videos only with 'audio')",
+    )
     parser.add_argument("--weights", help="official-format weights (.pth or .safetensors); default: random weights")
-    parser.add_argument("--config", help="'huge', 'tiny' or a JSON dict of overrides (default: huge with --weights, tiny without)")
+    parser.add_argument(
+        "--config", help="'huge', 'tiny' or a JSON dict of overrides (default: huge with --weights, tiny without)"
+    )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--cache-dir", help="embedding cache folder (default: no cache)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -95,8 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.input_dir}: not a folder")
     config = json.loads(args.config) if args.config and args.config.lstrip().startswith("{") else args.config
     if args.weights is None:
-        print("[embed] no --weights given: using a seeded RANDOM model (the embeddings carry no meaning)", file=sys.stderr)
-    enc = ImageBindEncoder(weights=args.weights, config=config, device=args.device, cache_dir=args.cache_dir, seed=args.seed, batch_size=args.batch_size)
+        print(
+            "[embed] no --weights given: using a seeded RANDOM model (the embeddings carry no meaning)", file=sys.stderr
+        )
+    enc = ImageBindEncoder(
+        weights=args.weights,
+        config=config,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
 
     inputs = find_inputs(args.input_dir, args.modality)
     failures: list[str] = []
@@ -132,11 +151,23 @@ def main(argv: list[str] | None = None) -> int:
                         save(path, vector.numpy())
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"weights_id": enc.weights_id, "weights": args.weights, "config": enc.config.to_dict(), "dim": enc.dim, "precision": enc.precision, "text_per_line": args.text_per_line, "files": written, "failed": failures}
+    manifest = {
+        "weights_id": enc.weights_id,
+        "weights": args.weights,
+        "config": enc.config.to_dict(),
+        "dim": enc.dim,
+        "precision": enc.precision,
+        "text_per_line": args.text_per_line,
+        "files": written,
+        "failed": failures,
+    }
     (args.output_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     for failure in failures:
         print(f"[embed] skipped {failure}", file=sys.stderr)
-    print(f"[embed] wrote {len(written)} embedding file(s) to {args.output_dir} (weights {enc.weights_id}, dim {enc.dim})", file=sys.stderr)
+    print(
+        f"[embed] wrote {len(written)} embedding file(s) to {args.output_dir} (weights {enc.weights_id}, dim {enc.dim})",
+        file=sys.stderr,
+    )
     return 1 if failures else 0
 
 

@@ -30,6 +30,7 @@ A generation config may carry these under an ``evaluate:`` section; other sectio
 Output: the protocol and the numbers on stdout, ``metrics.json`` and ``metrics.md`` under ``--out``.
 Exit status 2 with a one-line message on a refused input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,10 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,21 +54,50 @@ from lvmm.metrics import frechet
 from lvmm.metrics.i3d import load_i3d
 from lvmm.metrics.inception import load_fid_inception
 from lvmm.metrics.lpips import load_lpips
-from lvmm.metrics.protocols import I3D_SIZE, INCEPTION_SIZE, Protocol, ReferenceSelectionError, get_protocol, keep_reference_sample
-from lvmm.metrics.video_metrics import (InsufficientVideosError, PairedScores, VideoSetFeatures, fid, fvd, grouped_fvd,
-                                        mean_std, paired_scores)
+from lvmm.metrics.protocols import (
+    I3D_SIZE,
+    INCEPTION_SIZE,
+    Protocol,
+    ReferenceSelectionError,
+    get_protocol,
+    keep_reference_sample,
+)
+from lvmm.metrics.video_metrics import (
+    InsufficientVideosError,
+    PairedScores,
+    VideoSetFeatures,
+    fid,
+    fvd,
+    grouped_fvd,
+    mean_std,
+    paired_scores,
+)
 from lvmm.metrics.weights import file_sha256
 
 ALL_METRICS = ("fvd", "fid", "lpips", "psnr", "ssim")
-CONDITIONAL_FVD = {"fvd_class": "class", "fvd_subject": "subject"}   # reported metric -> reference json field
+CONDITIONAL_FVD = {"fvd_class": "class", "fvd_subject": "subject"}  # reported metric -> reference json field
 PAIRED_METRICS = ("psnr", "ssim", "lpips")
 NPY_SUFFIX = ".npy"
 SEED_SUFFIX = re.compile(r"^(?P<key>.+?)[_-]seed(?P<seed>\d+)$")
 WEIGHT_OPTIONS = ("i3d", "inception", "lpips_backbone", "lpips_linear")
-METRIC_FORMAT = {"fvd": "{:.2f}", "fvd_class": "{:.2f}", "fvd_subject": "{:.2f}", "fid": "{:.2f}", "lpips": "{:.4f}",
-                 "psnr": "{:.2f}", "ssim": "{:.4f}"}
-METRIC_TITLE = {"fvd": "FVD", "fvd_class": "class-cond. FVD", "fvd_subject": "subject-cond. FVD", "fid": "FID",
-                "lpips": "LPIPS", "psnr": "PSNR (dB)", "ssim": "SSIM"}
+METRIC_FORMAT = {
+    "fvd": "{:.2f}",
+    "fvd_class": "{:.2f}",
+    "fvd_subject": "{:.2f}",
+    "fid": "{:.2f}",
+    "lpips": "{:.4f}",
+    "psnr": "{:.2f}",
+    "ssim": "{:.4f}",
+}
+METRIC_TITLE = {
+    "fvd": "FVD",
+    "fvd_class": "class-cond. FVD",
+    "fvd_subject": "subject-cond. FVD",
+    "fid": "FID",
+    "lpips": "LPIPS",
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+}
 
 
 class EvaluationError(RuntimeError):
@@ -77,23 +108,32 @@ class EvaluationError(RuntimeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", help="YAML file with any of the options below (CLI flags override it)")
     p.add_argument("--generated", help="folder of generated videos")
     p.add_argument("--reference", nargs="+", help="reference shards: brace patterns, globs or files")
     p.add_argument("--protocol", help="mug, mhad, natops or custom (default: custom)")
-    p.add_argument("--metrics", help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all that the given weights and pairs allow)")
+    p.add_argument(
+        "--metrics",
+        help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all that the given weights and pairs allow)",
+    )
     p.add_argument("--i3d", help="I3D Kinetics-400 weights (FVD)")
     p.add_argument("--inception", help="FID Inception-v3 weights (FID)")
     p.add_argument("--lpips-backbone", help="torchvision AlexNet weights (LPIPS)")
     p.add_argument("--lpips-linear", help="LPIPS v0.1 alex.pth calibration weights (LPIPS)")
     p.add_argument("--seeds", help="seeds the generated videos were made with, e.g. '0-3' or '0,5' (reported)")
-    p.add_argument("--test-subjects", help="comma-separated subjects of the test split, for shards without a 'split' field")
+    p.add_argument(
+        "--test-subjects", help="comma-separated subjects of the test split, for shards without a 'split' field"
+    )
     p.add_argument("--size", help="override the protocol's frame size, HxW or N")
     p.add_argument("--frames", type=int, help="override the protocol's number of frames")
     p.add_argument("--fvd-frames", type=int, help="feed I3D only the first N frames of each clip (e.g. 16)")
     p.add_argument("--i3d-size", type=int, help="I3D input size (protocol: 224; change only for quick tests)")
-    p.add_argument("--inception-size", type=int, help="Inception input size (protocol: 299; change only for quick tests)")
+    p.add_argument(
+        "--inception-size", type=int, help="Inception input size (protocol: 299; change only for quick tests)"
+    )
     p.add_argument("--batch-size", type=int, help="clips per I3D batch (default 8); does not change the results")
     p.add_argument("--frame-batch-size", type=int, help="frames per Inception batch (default 64)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps, ...")
@@ -240,9 +280,13 @@ def check_generated(videos: list[GeneratedVideo], protocol: Protocol) -> Protoco
                 "generate at the protocol's size (evaluation never resizes generated videos)"
             )
         if t != protocol.num_frames:
-            raise EvaluationError(f"{video.path}: generated video has {t} frames, protocol '{protocol.name}' needs {protocol.num_frames}")
+            raise EvaluationError(
+                f"{video.path}: generated video has {t} frames, protocol '{protocol.name}' needs {protocol.num_frames}"
+            )
     if protocol.fvd_frames is not None and protocol.fvd_frames > protocol.num_frames:
-        raise EvaluationError(f"FVD on {protocol.fvd_frames} frames needs videos of at least that length, not {protocol.num_frames}")
+        raise EvaluationError(
+            f"FVD on {protocol.fvd_frames} frames needs videos of at least that length, not {protocol.num_frames}"
+        )
     return protocol
 
 
@@ -261,7 +305,9 @@ def expand_shards(patterns: list[str]) -> list[str]:
         raise EvaluationError(f"reference shards: {e}") from None
 
 
-def iter_reference(urls: list[str], split: str | None, subjects: list[str] | None, counts: dict) -> Iterator[tuple[str, np.ndarray, dict]]:
+def iter_reference(
+    urls: list[str], split: str | None, subjects: list[str] | None, counts: dict
+) -> Iterator[tuple[str, np.ndarray, dict]]:
     """Yield ``(key, frames uint8 (T, H, W, 3), json meta)`` of the reference samples that count."""
     import webdataset as wds
 
@@ -307,7 +353,9 @@ def conform_reference(frames: np.ndarray, protocol: Protocol, key: str, notes: d
     if (h, w) != (protocol.height, protocol.width):
         notes["resized_from"].add(f"{h}x{w}")
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-        x = F.interpolate(x, size=(protocol.height, protocol.width), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(
+            x, size=(protocol.height, protocol.width), mode="bilinear", align_corners=False, antialias=True
+        )
         frames = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return frames
 
@@ -350,8 +398,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise EvaluationError(str(e)) from e
     size = parse_size(args.size)
     protocol = protocol.replace(
-        height=size and size[0], width=size and size[1], num_frames=args.frames, fvd_frames=args.fvd_frames,
-        i3d_size=args.i3d_size, inception_size=args.inception_size,
+        height=size and size[0],
+        width=size and size[1],
+        num_frames=args.frames,
+        fvd_frames=args.fvd_frames,
+        i3d_size=args.i3d_size,
+        inception_size=args.inception_size,
     )
     metrics, explicit = choose_metrics(args)
     subjects = [s.strip() for s in str(args.test_subjects).split(",") if s.strip()] if args.test_subjects else None
@@ -362,26 +414,45 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     generated = list_generated(args.generated)
     protocol = check_generated(generated, protocol)
     if "fvd" in metrics and len(generated) < frechet.MIN_SAMPLES:
-        raise EvaluationError(f"FVD needs at least {frechet.MIN_SAMPLES} generated videos, {args.generated} has {len(generated)}")
+        raise EvaluationError(
+            f"FVD needs at least {frechet.MIN_SAMPLES} generated videos, {args.generated} has {len(generated)}"
+        )
     by_key: dict[str, list[GeneratedVideo]] = {}
     for video in generated:
         by_key.setdefault(video.key, []).append(video)
 
     try:
         i3d = load_i3d(args.i3d, map_location=device) if "fvd" in metrics else None
-        inception = load_fid_inception(args.inception, input_size=protocol.inception_size, map_location=device) if "fid" in metrics else None
+        inception = (
+            load_fid_inception(args.inception, input_size=protocol.inception_size, map_location=device)
+            if "fid" in metrics
+            else None
+        )
         lpips = load_lpips(args.lpips_backbone, args.lpips_linear, map_location=device) if "lpips" in metrics else None
     except CheckpointError as e:
         raise EvaluationError(str(e)) from e
 
     def feature_set() -> VideoSetFeatures:
-        return VideoSetFeatures(i3d=i3d, inception=inception, batch_size=args.batch_size, frame_batch_size=args.frame_batch_size,
-                                device=device, i3d_size=protocol.i3d_size, fvd_frames=protocol.fvd_frames)
+        return VideoSetFeatures(
+            i3d=i3d,
+            inception=inception,
+            batch_size=args.batch_size,
+            frame_batch_size=args.frame_batch_size,
+            device=device,
+            i3d_size=protocol.i3d_size,
+            fvd_frames=protocol.fvd_frames,
+        )
 
     # FVD per seed (I3D features per video, in order, with the video's key); FID on the pooled frames
-    gen_features = VideoSetFeatures(i3d=None, inception=inception, batch_size=args.batch_size,
-                                    frame_batch_size=args.frame_batch_size, device=device, i3d_size=protocol.i3d_size,
-                                    fvd_frames=protocol.fvd_frames)
+    gen_features = VideoSetFeatures(
+        i3d=None,
+        inception=inception,
+        batch_size=args.batch_size,
+        frame_batch_size=args.frame_batch_size,
+        device=device,
+        i3d_size=protocol.i3d_size,
+        fvd_frames=protocol.fvd_frames,
+    )
     seed_sets: dict[int | None, VideoSetFeatures] = {}
     seed_keys: dict[int | None, list[str]] = {}
     if i3d is not None or inception is not None:
@@ -389,9 +460,18 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             frames = read_generated(video.path)
             gen_features.add(frames)
             if i3d is not None:
-                seed_sets.setdefault(video.seed, VideoSetFeatures(i3d=i3d, inception=None, batch_size=args.batch_size,
-                                                                  frame_batch_size=args.frame_batch_size, device=device,
-                                                                  i3d_size=protocol.i3d_size, fvd_frames=protocol.fvd_frames)).add(frames)
+                seed_sets.setdefault(
+                    video.seed,
+                    VideoSetFeatures(
+                        i3d=i3d,
+                        inception=None,
+                        batch_size=args.batch_size,
+                        frame_batch_size=args.frame_batch_size,
+                        device=device,
+                        i3d_size=protocol.i3d_size,
+                        fvd_frames=protocol.fvd_frames,
+                    ),
+                ).add(frames)
                 seed_keys.setdefault(video.seed, []).append(video.key)
 
     split = protocol.reference_split
@@ -407,11 +487,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         ref_features.add(frames)
         ref_meta[key] = meta
         ref_order.append(key)
-        for video in (by_key.get(key, []) if want_paired else []):
+        for video in by_key.get(key, []) if want_paired else []:
             scores = paired_scores(read_generated(video.path), frames, lpips, protocol.paired_from_frame, device)
             pairs.add({m: scores[m] for m in want_paired})
     if ref_features.count == 0:
-        raise EvaluationError(f"no reference samples selected from {len(urls)} shard(s) ({counts['skipped']} skipped by the split)")
+        raise EvaluationError(
+            f"no reference samples selected from {len(urls)} shard(s) ({counts['skipped']} skipped by the split)"
+        )
 
     results: dict[str, float] = {}
     stds: dict[str, float] = {}
@@ -426,15 +508,23 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             for name, field in CONDITIONAL_FVD.items():
                 ref_groups = [ref_meta[k].get(field) for k in ref_order]
                 if all(g is None for g in ref_groups):
-                    continue   # the reference json does not say: no such conditional FVD
-                runs = {str(seed): grouped_fvd(f, [ref_meta.get(k, {}).get(field) for k in seed_keys[seed]], ref["i3d"], ref_groups)
-                        for seed, f in feats.items()}
+                    continue  # the reference json does not say: no such conditional FVD
+                runs = {
+                    str(seed): grouped_fvd(
+                        f, [ref_meta.get(k, {}).get(field) for k in seed_keys[seed]], ref["i3d"], ref_groups
+                    )
+                    for seed, f in feats.items()
+                }
                 values = {seed: r["fvd"] for seed, r in runs.items() if r["fvd"] is not None}
                 if values:
                     per_seed[name] = values
                     results[name], stds[name] = mean_std(list(values.values()))
                     first = next(iter(runs.values()))
-                    groups[name] = {"field": field, "groups": len(first["groups"]), "skipped": [str(g) for g in first["skipped"]]}
+                    groups[name] = {
+                        "field": field,
+                        "groups": len(first["groups"]),
+                        "skipped": [str(g) for g in first["skipped"]],
+                    }
                     metrics.insert(metrics.index("fvd") + 1 + len([m for m in metrics if m in CONDITIONAL_FVD]), name)
         if "fid" in metrics:
             results["fid"] = fid(gen["frames"], ref["frames"])
@@ -442,33 +532,62 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise EvaluationError(str(e)) from e
     if want_paired and pairs.videos == 0:
         if explicit:
-            raise EvaluationError(f"{', '.join(m.upper() for m in want_paired)} need generated videos named after reference keys (KEY.mp4 or KEY_seedN.mp4); none matched")
+            raise EvaluationError(
+                f"{', '.join(m.upper() for m in want_paired)} need generated videos named after reference keys (KEY.mp4 or KEY_seedN.mp4); none matched"
+            )
         metrics = [m for m in metrics if m not in PAIRED_METRICS]
     if not metrics:
-        raise EvaluationError("nothing to evaluate: pass --i3d and/or --inception weights, or name generated files "
-                              "after reference keys (KEY.mp4, KEY_seedN.mp4) for PSNR/SSIM")
+        raise EvaluationError(
+            "nothing to evaluate: pass --i3d and/or --inception weights, or name generated files "
+            "after reference keys (KEY.mp4, KEY_seedN.mp4) for PSNR/SSIM"
+        )
     results.update(pairs.means())
 
     seeds = parse_int_list(args.seeds)
     named_seeds = sorted({v.seed for v in generated if v.seed is not None})
     report = {
         "protocol": protocol.as_dict(),
-        "generated": {"folder": str(args.generated), "videos": len(generated), "height": protocol.height,
-                      "width": protocol.width, "frames": protocol.num_frames, "paired_videos": pairs.videos,
-                      "seeds": seeds if seeds is not None else (named_seeds or None),
-                      "seeds_from": "options" if seeds is not None else ("file names" if named_seeds else None)},
-        "reference": {"shards": urls, "videos": ref_features.count, "skipped_by_split": counts["skipped"],
-                      "split": split, "test_subjects": subjects, "subsampled_to_protocol_length": notes["subsampled"],
-                      "resized_from": sorted(notes["resized_from"])},
+        "generated": {
+            "folder": str(args.generated),
+            "videos": len(generated),
+            "height": protocol.height,
+            "width": protocol.width,
+            "frames": protocol.num_frames,
+            "paired_videos": pairs.videos,
+            "seeds": seeds if seeds is not None else (named_seeds or None),
+            "seeds_from": "options" if seeds is not None else ("file names" if named_seeds else None),
+        },
+        "reference": {
+            "shards": urls,
+            "videos": ref_features.count,
+            "skipped_by_split": counts["skipped"],
+            "split": split,
+            "test_subjects": subjects,
+            "subsampled_to_protocol_length": notes["subsampled"],
+            "resized_from": sorted(notes["resized_from"]),
+        },
         "features": {
-            "fvd": {"network": "I3D Kinetics-400, logits before softmax averaged over time", "input": f"{protocol.i3d_size}x{protocol.i3d_size}, [-1, 1]",
-                    "clip_frames": protocol.fvd_frames or protocol.num_frames} if "fvd" in metrics else None,
-            "fid": {"network": "FID Inception-v3, 2048-d pool", "input": f"{protocol.inception_size}x{protocol.inception_size}",
-                    "frames": [gen["frames"].count, ref["frames"].count]} if "fid" in metrics else None,
+            "fvd": {
+                "network": "I3D Kinetics-400, logits before softmax averaged over time",
+                "input": f"{protocol.i3d_size}x{protocol.i3d_size}, [-1, 1]",
+                "clip_frames": protocol.fvd_frames or protocol.num_frames,
+            }
+            if "fvd" in metrics
+            else None,
+            "fid": {
+                "network": "FID Inception-v3, 2048-d pool",
+                "input": f"{protocol.inception_size}x{protocol.inception_size}",
+                "frames": [gen["frames"].count, ref["frames"].count],
+            }
+            if "fid" in metrics
+            else None,
             "paired": {"frames_from": protocol.paired_from_frame, "frames": pairs.frames} if pairs.videos else None,
         },
-        "weights": {name: {"path": str(getattr(args, name)), "sha256": file_sha256(getattr(args, name))}
-                    for name in WEIGHT_OPTIONS if getattr(args, name) and _weights_used(name, metrics)},
+        "weights": {
+            name: {"path": str(getattr(args, name)), "sha256": file_sha256(getattr(args, name))}
+            for name in WEIGHT_OPTIONS
+            if getattr(args, name) and _weights_used(name, metrics)
+        },
         "metrics": {m: results[m] for m in metrics if m in results},
         "metrics_std": {m: stds[m] for m in stds if m in results},
         "per_seed": per_seed,
@@ -499,8 +618,10 @@ def protocol_text(report: dict) -> str:
     p, g, r, f = report["protocol"], report["generated"], report["reference"], report["features"]
     lines = [f"protocol: {p['name']} ({p['description']})"]
     seeds_from = f" (from {g['seeds_from']})" if g["seeds_from"] else ""
-    lines.append(f"  generated: {g['videos']} videos of {g['frames']} frames at {g['height']}x{g['width']} in {g['folder']}; "
-                 f"seeds {_seeds_text(g['seeds'])}{seeds_from}")
+    lines.append(
+        f"  generated: {g['videos']} videos of {g['frames']} frames at {g['height']}x{g['width']} in {g['folder']}; "
+        f"seeds {_seeds_text(g['seeds'])}{seeds_from}"
+    )
     selection = f"split '{r['split']}'" if r["split"] else "all samples"
     if r["test_subjects"]:
         selection += f", subjects {','.join(r['test_subjects'])}"
@@ -513,20 +634,30 @@ def protocol_text(report: dict) -> str:
     if r["subsampled_to_protocol_length"]:
         lines.append(f"  reference frames: {p.get('reference_sampling', 'even')}")
     if f["fvd"]:
-        lines.append(f"  FVD: {f['fvd']['network']}; {f['fvd']['clip_frames']}-frame clips at {f['fvd']['input']}; "
-                     f"per seed, mean +- std over {len(report.get('per_seed', {}).get('fvd', {}))} seed(s)")
+        lines.append(
+            f"  FVD: {f['fvd']['network']}; {f['fvd']['clip_frames']}-frame clips at {f['fvd']['input']}; "
+            f"per seed, mean +- std over {len(report.get('per_seed', {}).get('fvd', {}))} seed(s)"
+        )
         for name, grp in report.get("conditional_groups", {}).items():
             skipped = f", {len(grp['skipped'])} skipped (under 2 videos)" if grp["skipped"] else ""
-            lines.append(f"  {METRIC_TITLE[name]}: FVD within each {grp['field']} ({grp['groups']} groups{skipped}), averaged")
+            lines.append(
+                f"  {METRIC_TITLE[name]}: FVD within each {grp['field']} ({grp['groups']} groups{skipped}), averaged"
+            )
     if f["fid"]:
-        lines.append(f"  FID: {f['fid']['network']}; {f['fid']['frames'][0]} vs {f['fid']['frames'][1]} frames at {f['fid']['input']}")
+        lines.append(
+            f"  FID: {f['fid']['network']}; {f['fid']['frames'][0]} vs {f['fid']['frames'][1]} frames at {f['fid']['input']}"
+        )
     if f["paired"]:
-        lines.append(f"  PSNR/SSIM/LPIPS: {g['paired_videos']} paired videos, frames {f['paired']['frames_from']} onwards ({f['paired']['frames']} frames)")
+        lines.append(
+            f"  PSNR/SSIM/LPIPS: {g['paired_videos']} paired videos, frames {f['paired']['frames_from']} onwards ({f['paired']['frames']} frames)"
+        )
     for name, w in report["weights"].items():
         lines.append(f"  weights {name}: {w['path']} (sha256 {w['sha256']})")
     for metric, key, standard in (("fvd", "i3d_size", I3D_SIZE), ("fid", "inception_size", INCEPTION_SIZE)):
         if f[metric] and p[key] != standard:
-            lines.append(f"  NOTE: {metric.upper()} input {p[key]} is not the standard {standard}; not comparable with published values")
+            lines.append(
+                f"  NOTE: {metric.upper()} input {p[key]} is not the standard {standard}; not comparable with published values"
+            )
     return "\n".join(lines)
 
 
@@ -535,9 +666,20 @@ def markdown_table(report: dict) -> str:
     g, r = report["generated"], report["reference"]
     names = list(report["metrics"])
     head = ["Protocol", "Generated", "Reference", "Frames", "Resolution", "Seeds"] + [METRIC_TITLE[m] for m in names]
-    row = [report["protocol"]["name"], str(g["videos"]), str(r["videos"]), str(g["frames"]), f"{g['height']}x{g['width']}",
-           _seeds_text(g["seeds"])] + [_value(report, m) for m in names]
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|", "| " + " | ".join(row) + " |"]) + "\n"
+    row = [
+        report["protocol"]["name"],
+        str(g["videos"]),
+        str(r["videos"]),
+        str(g["frames"]),
+        f"{g['height']}x{g['width']}",
+        _seeds_text(g["seeds"]),
+    ] + [_value(report, m) for m in names]
+    return (
+        "\n".join(
+            ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|", "| " + " | ".join(row) + " |"]
+        )
+        + "\n"
+    )
 
 
 def _value(report: dict, metric: str) -> str:

@@ -12,6 +12,7 @@ file (checksums.sha256). No optimizer state, no pickles, no absolute paths. Load
     from lvmm.pipeline import LVMMPipeline
     pipe = LVMMPipeline.from_pretrained("models/lvmm-tiny")
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1", default=None, help="stage-one checkpoint (default: the one recorded in --stage2)")
     p.add_argument("--out", required=True, type=Path, help="the model folder to write")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="dtype of the stored weights (default fp32)")
-    p.add_argument("--no-ema", action="store_true", help="export the raw weights even when the checkpoint has EMA weights")
+    p.add_argument(
+        "--no-ema", action="store_true", help="export the raw weights even when the checkpoint has EMA weights"
+    )
     p.add_argument("--trained-on-stage1", default=None, help="training data of stage one, for the model card")
     p.add_argument("--trained-on-stage2", default=None, help="training data of stage two, for the model card")
     p.add_argument("--force", action="store_true", help="write into a folder that already holds files")
@@ -49,9 +52,14 @@ def main(argv: list[str] | None = None) -> Path:
         if not stage1:
             raise SystemExit(f"error: {args.stage2}: records no stage-one checkpoint; pass --stage1")
         one = read_stage(stage1, STAGE_NETWORKS["stage_one"], ema=not args.no_ema)
-        folder = write_package(args.out, one, two, args.dtype,
-                               trained_on={"stage_one": args.trained_on_stage1, "stage_two": args.trained_on_stage2},
-                               sources={"stage_one": Path(stage1).name, "stage_two": Path(args.stage2).name})
+        folder = write_package(
+            args.out,
+            one,
+            two,
+            args.dtype,
+            trained_on={"stage_one": args.trained_on_stage1, "stage_two": args.trained_on_stage2},
+            sources={"stage_one": Path(stage1).name, "stage_two": Path(args.stage2).name},
+        )
     except CheckpointError as e:
         raise SystemExit(f"error: {e}")
     for line in (folder / CHECKSUM_FILE).read_text().splitlines():

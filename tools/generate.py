@@ -11,6 +11,7 @@ for image only), once per seed: ``OUT/KEY_seed<S>.mp4`` with the protocol's numb
 K = frames - 1 generated ones). Lightning's predict loop shards the samples over ranks; a rerun skips
 finished videos. Then: ``python tools/evaluate.py --config configs/benchmark/mug.yaml``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lvmm.cli import parse_with_config_section  # noqa: E402 (after the path line above)
+from lvmm.cli import parse_with_config_section
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=None, help="override the protocol's video length (I_0 included)")
     p.add_argument("--test-subjects", default=None, help="comma-separated test subjects, for shards without a 'split'")
     p.add_argument("--seeds", default="0", help="e.g. 0-2 or 0,5: one video per sample and seed")
-    p.add_argument("--condition", default="caption", choices=["caption", "none"], help="text token: the sample's caption, or none")
+    p.add_argument(
+        "--condition", default="caption", choices=["caption", "none"], help="text token: the sample's caption, or none"
+    )
     p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmsolver++"])
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--eta", type=float, default=0.0)
@@ -53,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv):
     p = build_parser()
-    args = parse_with_config_section(p, argv, "generate", required=("ckpt", "reference", "out"),
-                                    list_options=("reference",))
+    args = parse_with_config_section(
+        p, argv, "generate", required=("ckpt", "reference", "out"), list_options=("reference",)
+    )
     return args
 
 
@@ -66,7 +70,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     from lvmm.animation import AnimationOptions
     from lvmm.datasets.readers import expand_shards
-    from lvmm.generation import TestSamples, VideoGeneration, VideoWriter, check_settings, finished_keys, list_test_samples
+    from lvmm.generation import (
+        TestSamples,
+        VideoGeneration,
+        VideoWriter,
+        check_settings,
+        finished_keys,
+        list_test_samples,
+    )
     from lvmm.metrics.protocols import get_protocol
     from tools.evaluate import parse_int_list, parse_size
 
@@ -86,32 +97,68 @@ def main(argv: list[str] | None = None) -> dict:
     if not samples:
         raise SystemExit(f"error: no test samples in {len(shards)} shard(s) (split {protocol.reference_split!r})")
     out = Path(args.out)
-    settings = {"ckpt": str(Path(args.ckpt).resolve()), "protocol": protocol.name, "size": list(size), "frames": frames,
-                "sampler": args.sampler, "steps": args.steps, "eta": args.eta, "guidance_scale": args.guidance_scale,
-                "condition": args.condition, "imagebind": args.imagebind, "format": args.format}
+    settings = {
+        "ckpt": str(Path(args.ckpt).resolve()),
+        "protocol": protocol.name,
+        "size": list(size),
+        "frames": frames,
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "eta": args.eta,
+        "guidance_scale": args.guidance_scale,
+        "condition": args.condition,
+        "imagebind": args.imagebind,
+        "format": args.format,
+    }
     try:
         check_settings(out, settings, args.overwrite)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     done = finished_keys(out, [k for _, k in samples], seeds, args.format)
-    print(f"[generate] {len(samples)} test samples x {len(seeds)} seed(s), {len(done)} already finished; "
-          f"{frames} frames at {size[0]}x{size[1]} (protocol {protocol.name}) -> {out}")
-    options = AnimationOptions(num_frames=frames - 1, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                               guidance_scale=args.guidance_scale, size=min(size))
-    module = VideoGeneration(args.ckpt, seeds, options, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.condition)
+    print(
+        f"[generate] {len(samples)} test samples x {len(seeds)} seed(s), {len(done)} already finished; "
+        f"{frames} frames at {size[0]}x{size[1]} (protocol {protocol.name}) -> {out}"
+    )
+    options = AnimationOptions(
+        num_frames=frames - 1,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        guidance_scale=args.guidance_scale,
+        size=min(size),
+    )
+    module = VideoGeneration(
+        args.ckpt, seeds, options, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.condition
+    )
     writer = VideoWriter(out, args.format, args.fps)
     loader = DataLoader(TestSamples(samples, size, done), batch_size=1, collate_fn=list)
     gpu = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")
-    trainer = pl.Trainer(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, logger=False,
-                         precision="bf16-mixed" if gpu else "32-true", callbacks=[writer], enable_checkpointing=False,
-                         enable_model_summary=False, enable_progress_bar=False)
+    trainer = pl.Trainer(
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        logger=False,
+        precision="bf16-mixed" if gpu else "32-true",
+        callbacks=[writer],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
     if len(done) < len(samples):
         trainer.predict(module, loader, return_predictions=False)
-    summary = {"samples": len(samples), "seeds": seeds, "skipped": len(done), "written": len(writer.written),
-               "out": str(out), "seconds": round(time.time() - started, 1)}
+    summary = {
+        "samples": len(samples),
+        "seeds": seeds,
+        "skipped": len(done),
+        "written": len(writer.written),
+        "out": str(out),
+        "seconds": round(time.time() - started, 1),
+    }
     if trainer.is_global_zero:
-        print(f"[generate] wrote {summary['written']} video(s) on rank 0 ({summary['skipped']} samples were finished) "
-              f"in {summary['seconds']} s")
+        print(
+            f"[generate] wrote {summary['written']} video(s) on rank 0 ({summary['skipped']} samples were finished) "
+            f"in {summary['seconds']} s"
+        )
     return summary
 
 

@@ -15,13 +15,22 @@ A rerun with the same arguments resumes: finished inputs are skipped and nothing
 The exit code is 1 when no input could be read (in this run or an earlier one) or a worker process
 died (rerun to finish), 2 for bad arguments, other settings or corpus in --out, or a concurrent run.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
 from lvmm.datasets.recipes import RECIPES, SPLITS, make_recipe
-from lvmm.datasets.writer import DEFAULT_MAX_BYTES, DEFAULT_MAX_SAMPLES, FITS, FORMATS, ShardSettings, WorkerDied, write_shards
+from lvmm.datasets.writer import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_SAMPLES,
+    FITS,
+    FORMATS,
+    ShardSettings,
+    WorkerDied,
+    write_shards,
+)
 from lvmm.media import DEFAULT_CRF
 
 
@@ -52,15 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="shard name prefix (default: the recipe's name)")
     p.add_argument("--size", type=parse_size, default=None, help="N or HxW (default: the recipe's, else 64)")
     p.add_argument("--fit", choices=FITS, default=None, help="crop to fill or pad to fit (default: the recipe's)")
-    p.add_argument("--clip-len", type=clip_len, default=-1,
-                   help="frames per clip; 0 = one sample per whole video (default: the recipe's)")
+    p.add_argument(
+        "--clip-len",
+        type=clip_len,
+        default=-1,
+        help="frames per clip; 0 = one sample per whole video (default: the recipe's)",
+    )
     p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: clip length)")
     p.add_argument("--max-clips", type=int, default=None, help="at most this many clips per input")
     p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: keep)")
     p.add_argument("--source-fps", type=float, default=None, help="frame rate of frame folders (folder recipe)")
     p.add_argument("--format", choices=FORMATS, default="mp4", help="mp4 (H.264) or npy (lossless uint8)")
     p.add_argument("--crf", type=int, default=DEFAULT_CRF, help="H.264 quality for --format mp4")
-    p.add_argument("--split", choices=SPLITS, default="all", help="subject split of MUG/MHAD/NATOPS; procedural: train/test")
+    p.add_argument(
+        "--split", choices=SPLITS, default="all", help="subject split of MUG/MHAD/NATOPS; procedural: train/test"
+    )
     p.add_argument("--csv", help="WebVid-style CSV (webvid recipe; folder recipe: captions)")
     p.add_argument("--info", help="CelebV-HQ annotation json (default: INPUT/celebvhq_info.json)")
     p.add_argument("--num-clips", type=int, default=64, help="procedural recipe: number of clips")
@@ -79,21 +94,43 @@ def corpus_of(args) -> dict:
     """The options that define the inputs; stored with the settings, so another corpus in --out is refused."""
     import os
 
-    path = lambda p: os.path.abspath(p) if p else None  # noqa: E731
-    return {"recipe": args.recipe, "input": path(args.input), "split": args.split, "source_fps": args.source_fps,
-            "csv": path(args.csv), "info": path(args.info), "num_clips": args.num_clips if args.recipe == "procedural" else None,
-            "seed": args.seed if args.recipe == "procedural" else None}
+    path = lambda p: os.path.abspath(p) if p else None
+    return {
+        "recipe": args.recipe,
+        "input": path(args.input),
+        "split": args.split,
+        "source_fps": args.source_fps,
+        "csv": path(args.csv),
+        "info": path(args.info),
+        "num_clips": args.num_clips if args.recipe == "procedural" else None,
+        "seed": args.seed if args.recipe == "procedural" else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        recipe = make_recipe(args.recipe, args.input, split=args.split, csv_path=args.csv, source_fps=args.source_fps,
-                             num_clips=args.num_clips, seed=args.seed, fps=args.fps, info=args.info)
+        recipe = make_recipe(
+            args.recipe,
+            args.input,
+            split=args.split,
+            csv_path=args.csv,
+            source_fps=args.source_fps,
+            num_clips=args.num_clips,
+            seed=args.seed,
+            fps=args.fps,
+            info=args.info,
+        )
         settings = ShardSettings(
-            size=args.size or recipe.size or (64, 64), fit=args.fit or recipe.fit,
-            clip_len=recipe.clip_len if args.clip_len == -1 else args.clip_len, stride=args.stride, fps=args.fps,
-            fmt=args.format, crf=args.crf, max_clips=args.max_clips)
+            size=args.size or recipe.size or (64, 64),
+            fit=args.fit or recipe.fit,
+            clip_len=recipe.clip_len if args.clip_len == -1 else args.clip_len,
+            stride=args.stride,
+            fps=args.fps,
+            fmt=args.format,
+            crf=args.crf,
+            max_clips=args.max_clips,
+        )
         sources = recipe.sources()
     except (ValueError, FileNotFoundError) as e:
         print(f"make_shards: {e}", file=sys.stderr)
@@ -102,10 +139,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_shards: the {args.recipe} recipe found no inputs under {args.input}", file=sys.stderr)
         return 1
     try:
-        summary = write_shards(sources, args.out, args.name or recipe.name, settings, workers=args.workers,
-                               partition=args.shard_index, num_partitions=args.num_shards,
-                               max_samples=args.max_samples, max_bytes=args.max_bytes,
-                               retry_failed=args.retry_failed, progress=not args.no_progress, corpus=corpus_of(args))
+        summary = write_shards(
+            sources,
+            args.out,
+            args.name or recipe.name,
+            settings,
+            workers=args.workers,
+            partition=args.shard_index,
+            num_partitions=args.num_shards,
+            max_samples=args.max_samples,
+            max_bytes=args.max_bytes,
+            retry_failed=args.retry_failed,
+            progress=not args.no_progress,
+            corpus=corpus_of(args),
+        )
     except ValueError as e:
         print(f"make_shards: {e}", file=sys.stderr)
         return 2

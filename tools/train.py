@@ -18,6 +18,7 @@ Checkpoints go to ``<trainer.default_root_dir>/checkpoints`` (``last.ckpt`` is t
 ``--init_from CKPT`` starts a *new* fit from another run's weights (its EMA weights when it has them,
 :mod:`lvmm.finetune`): a fresh optimizer, schedule and step count, unlike ``--ckpt_path``, which resumes.
 """
+
 from __future__ import annotations
 
 import os
@@ -97,15 +98,19 @@ class LVMMCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--init_from", type=str | None, default=None,
-                            help="fine-tune: start from this checkpoint's weights (EMA when present), fresh optimizer and step count")
+        parser.add_argument(
+            "--init_from",
+            type=str | None,
+            default=None,
+            help="fine-tune: start from this checkpoint's weights (EMA when present), fresh optimizer and step count",
+        )
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         from lvmm.stages.resume import ExactResume
 
         if not any(isinstance(cb, ExactResume) for cb in self.trainer.callbacks):
-            self.trainer.callbacks.insert(0, ExactResume())   # first: its on_train_end runs before the EMA copy
+            self.trainer.callbacks.insert(0, ExactResume())  # first: its on_train_end runs before the EMA copy
         root = Path(self.trainer.default_root_dir)
         for cb in self.trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:

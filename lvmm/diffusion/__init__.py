@@ -8,6 +8,7 @@
 :func:`load_motion_diffusion` rebuilds, from a stage-two checkpoint alone, the U-Net and everything the
 sampler needs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,19 @@ from lvmm.diffusion.guidance import ClassifierFreeGuidance, EnergyGuidance, Loop
 from lvmm.diffusion.sampling import GuidedDenoiser, sample
 from lvmm.diffusion.schedules import SAMPLERS, Diffusion, DiffusionConfig, make_scheduler
 
-__all__ = ["ClassifierFreeGuidance", "EnergyGuidance", "LoopGuidance", "StepSchedule", "GuidedDenoiser", "sample",
-           "SAMPLERS", "Diffusion", "DiffusionConfig", "make_scheduler", "load_motion_diffusion"]
+__all__ = [
+    "ClassifierFreeGuidance",
+    "EnergyGuidance",
+    "LoopGuidance",
+    "StepSchedule",
+    "GuidedDenoiser",
+    "sample",
+    "SAMPLERS",
+    "Diffusion",
+    "DiffusionConfig",
+    "make_scheduler",
+    "load_motion_diffusion",
+]
 
 
 def load_motion_diffusion(path: str | Path, map_location="cpu"):

@@ -12,10 +12,11 @@ Two kinds, as in Stability's generative-models guiders:
 Every term has a weight and a :class:`StepSchedule` that switches it on for part of the steps or ramps
 it; a weight of 0 switches a term off (the loop then skips its passes and gradients altogether).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from einops import rearrange
@@ -99,8 +100,13 @@ class LoopGuidance(EnergyGuidance):
         schedule: when the term acts.
     """
 
-    def __init__(self, weight: float, decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 velocity_weight: float = 0.0, schedule: StepSchedule | None = None):
+    def __init__(
+        self,
+        weight: float,
+        decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        velocity_weight: float = 0.0,
+        schedule: StepSchedule | None = None,
+    ):
         super().__init__(weight, schedule)
         self.decode, self.velocity_weight = decode, float(velocity_weight)
 
@@ -111,7 +117,7 @@ class LoopGuidance(EnergyGuidance):
 
     def loss(self, x0: torch.Tensor) -> torch.Tensor:
         f = self.fields(x0)
-        first, last = f[:, 0], f[:, -1]                                    # (B, C, H, W)
+        first, last = f[:, 0], f[:, -1]  # (B, C, H, W)
         loss = (last - first).abs().flatten(1).mean(1)
         loss = loss + (spatial_gradient(last) - spatial_gradient(first)).abs().flatten(1).mean(1)
         if self.velocity_weight and f.shape[1] >= 3:

@@ -16,10 +16,11 @@ RNG either); a seed gives the same sample whatever the batch it is drawn in.
 Latent scale: the network works on latents multiplied by ``latent_scale`` (about unit std); guidance
 terms and the returned samples are in data units (divided by it again).
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -60,8 +61,16 @@ class GuidedDenoiser:
         offset: added to the unscaled estimate before the energy terms see it (residual latents: z_0).
     """
 
-    def __init__(self, model: Model, config: DiffusionConfig, cond: Conditions, uncond: Conditions | None = None,
-                 guidance: Sequence[GuidanceTerm] = (), latent_scale: float = 1.0, offset: torch.Tensor | None = None):
+    def __init__(
+        self,
+        model: Model,
+        config: DiffusionConfig,
+        cond: Conditions,
+        uncond: Conditions | None = None,
+        guidance: Sequence[GuidanceTerm] = (),
+        latent_scale: float = 1.0,
+        offset: torch.Tensor | None = None,
+    ):
         self.model, self.diffusion = model, Diffusion(config, min_snr_gamma=None)
         self.cond, self.uncond, self.latent_scale = dict(cond), uncond, float(latent_scale)
         self.offset = offset
@@ -99,7 +108,7 @@ class GuidedDenoiser:
                 x0 = x0 + self.offset
             # Sum the per-sample losses: each sample's gradient is then its own, whatever the batch.
             loss = sum(w * g.loss(x0).sum() for g, w in active)
-            grad, = torch.autograd.grad(loss, x_in)
+            (grad,) = torch.autograd.grad(loss, x_in)
         _, sigma = self.diffusion.alpha_sigma(t, x)
         return (eps + sigma * grad).detach()
 
@@ -109,9 +118,16 @@ def generators_for(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
 
 
-def run_sampler(denoiser: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor], scheduler, x: torch.Tensor,
-                generators: list[torch.Generator] | None = None, steps: int = 50, eta: float = 0.0,
-                progress: bool = False, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def run_sampler(
+    denoiser: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor],
+    scheduler,
+    x: torch.Tensor,
+    generators: list[torch.Generator] | None = None,
+    steps: int = 50,
+    eta: float = 0.0,
+    progress: bool = False,
+    callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Run ``scheduler`` for ``steps`` steps from x_T, stepping on ``denoiser(x_t, t, step, num_steps) -> eps``.
 
     ``callback(step, num_steps)`` is called after each step (step counts from 1), e.g. for a progress bar.
@@ -123,6 +139,7 @@ def run_sampler(denoiser: Callable[[torch.Tensor, torch.Tensor, int, int], torch
         step_kwargs["eta"] = eta
     if progress:
         from tqdm.auto import tqdm
+
         timesteps = tqdm(timesteps, desc="sampling", leave=False)
     n = len(scheduler.timesteps)
     for i, t in enumerate(timesteps):
@@ -134,11 +151,25 @@ def run_sampler(denoiser: Callable[[torch.Tensor, torch.Tensor, int, int], torch
     return x
 
 
-def sample(model: Model, config: DiffusionConfig, shape: Sequence[int], cond: Conditions, *, seeds: Sequence[int],
-           uncond: Conditions | None = None, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
-           guidance: Sequence[GuidanceTerm] = (), latent_scale: float = 1.0, device: torch.device | str | None = None,
-           dtype: torch.dtype = torch.float32, progress: bool = False, offset: torch.Tensor | None = None,
-           callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def sample(
+    model: Model,
+    config: DiffusionConfig,
+    shape: Sequence[int],
+    cond: Conditions,
+    *,
+    seeds: Sequence[int],
+    uncond: Conditions | None = None,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    guidance: Sequence[GuidanceTerm] = (),
+    latent_scale: float = 1.0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+    offset: torch.Tensor | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Draw one sample per seed from the network; returns latents (len(seeds), *shape) in data units.
 
     Args:
@@ -170,9 +201,15 @@ def sample(model: Model, config: DiffusionConfig, shape: Sequence[int], cond: Co
     return x / latent_scale + (0 if offset is None else offset)
 
 
-def motion_conditions(z0: torch.Tensor, img_emb: torch.Tensor | None, txt_emb: torch.Tensor | None,
-                      appearance: torch.Tensor | None = None, has_txt: torch.Tensor | None = None,
-                      cond_dim: int | None = None, latent_scale: float = 1.0) -> tuple[dict, dict]:
+def motion_conditions(
+    z0: torch.Tensor,
+    img_emb: torch.Tensor | None,
+    txt_emb: torch.Tensor | None,
+    appearance: torch.Tensor | None = None,
+    has_txt: torch.Tensor | None = None,
+    cond_dim: int | None = None,
+    latent_scale: float = 1.0,
+) -> tuple[dict, dict]:
     """The :class:`~lvmm.nets.unet3d.UNet3D` inputs ``(cond, uncond)`` for one batch of first frames.
 
     ``z0`` (B, C, h, w) is in data units (scaled here); the tokens are (image, text), a missing one
@@ -181,7 +218,9 @@ def motion_conditions(z0: torch.Tensor, img_emb: torch.Tensor | None, txt_emb: t
     (:func:`lvmm.imagebind.condition_embedding`), so text, audio and image prompts arrive at one scale.
     """
     b = z0.shape[0]
-    img_emb, txt_emb = (None if e is None else condition_embedding(e) for e in (img_emb, txt_emb))  # every modality at unit length
+    img_emb, txt_emb = (
+        None if e is None else condition_embedding(e) for e in (img_emb, txt_emb)
+    )  # every modality at unit length
     ref = img_emb if img_emb is not None else txt_emb
     dim = ref.shape[-1] if ref is not None else cond_dim
     if dim is None:
@@ -198,12 +237,28 @@ def motion_conditions(z0: torch.Tensor, img_emb: torch.Tensor | None, txt_emb: t
     return cond, uncond
 
 
-def sample_motion(unet: Model, config: DiffusionConfig, z0: torch.Tensor, img_emb: torch.Tensor | None = None,
-                  txt_emb: torch.Tensor | None = None, *, num_frames: int, seeds: Sequence[int], latent_scale: float = 1.0,
-                  appearance: torch.Tensor | None = None, has_txt: torch.Tensor | None = None, sampler: str = "ddim",
-                  steps: int = 50, eta: float = 0.0, guidance_scale: float = 0.0,
-                  guidance: Sequence[GuidanceTerm] = (), progress: bool = False, residual: bool = False,
-                  z0_scale: float | None = None, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def sample_motion(
+    unet: Model,
+    config: DiffusionConfig,
+    z0: torch.Tensor,
+    img_emb: torch.Tensor | None = None,
+    txt_emb: torch.Tensor | None = None,
+    *,
+    num_frames: int,
+    seeds: Sequence[int],
+    latent_scale: float = 1.0,
+    appearance: torch.Tensor | None = None,
+    has_txt: torch.Tensor | None = None,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    guidance_scale: float = 0.0,
+    guidance: Sequence[GuidanceTerm] = (),
+    progress: bool = False,
+    residual: bool = False,
+    z0_scale: float | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Latent motion z_1..z_T (B, T, C, h, w), data units, for first-frame latents ``z0`` (B, C, h, w).
 
     A thin layer over :func:`sample` for :class:`~lvmm.nets.unet3d.UNet3D`: builds the conditions with
@@ -215,13 +270,35 @@ def sample_motion(unet: Model, config: DiffusionConfig, z0: torch.Tensor, img_em
     """
     if len(seeds) != z0.shape[0]:
         raise ValueError(f"{len(seeds)} seeds for a batch of {z0.shape[0]} first frames")
-    cond, uncond = motion_conditions(z0, img_emb, txt_emb, appearance, has_txt,
-                                     getattr(unet, "cond_dim", None), latent_scale if z0_scale is None else z0_scale)
+    cond, uncond = motion_conditions(
+        z0,
+        img_emb,
+        txt_emb,
+        appearance,
+        has_txt,
+        getattr(unet, "cond_dim", None),
+        latent_scale if z0_scale is None else z0_scale,
+    )
     terms = list(guidance)
     if guidance_scale:
         terms.append(ClassifierFreeGuidance(guidance_scale))
     h, w = z0.shape[-2:]
-    x = sample(unet, config, (z0.shape[1], num_frames, h, w), cond, seeds=seeds, uncond=uncond, sampler=sampler,
-               steps=steps, eta=eta, guidance=terms, latent_scale=latent_scale, device=z0.device, dtype=z0.dtype,
-               progress=progress, offset=z0[:, :, None] if residual else None, callback=callback)
-    return x.transpose(1, 2)                                               # (B, T, C, h, w)
+    x = sample(
+        unet,
+        config,
+        (z0.shape[1], num_frames, h, w),
+        cond,
+        seeds=seeds,
+        uncond=uncond,
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        guidance=terms,
+        latent_scale=latent_scale,
+        device=z0.device,
+        dtype=z0.dtype,
+        progress=progress,
+        offset=z0[:, :, None] if residual else None,
+        callback=callback,
+    )
+    return x.transpose(1, 2)  # (B, T, C, h, w)

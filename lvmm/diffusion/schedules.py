@@ -13,11 +13,12 @@ predicts: ``"epsilon"``, ``"v_prediction"`` or ``"sample"`` (x0)). :class:`Diffu
 
 Numbers are diffusers'; only the bookkeeping around them is written here.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
@@ -33,10 +34,10 @@ class DiffusionConfig:
     """The forward process and the network's prediction type: everything samplers need to agree on."""
 
     num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"   # or "linear" (DDPM's betas 1e-4 .. 0.02)
+    beta_schedule: str = "squaredcos_cap_v2"  # or "linear" (DDPM's betas 1e-4 .. 0.02)
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    prediction_type: str = "v_prediction"      # "epsilon", "v_prediction" or "sample"
+    prediction_type: str = "v_prediction"  # "epsilon", "v_prediction" or "sample"
 
     def __post_init__(self):
         if self.beta_schedule not in BETA_SCHEDULES:
@@ -49,14 +50,18 @@ class DiffusionConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "DiffusionConfig":
+    def from_dict(cls, d: Mapping) -> DiffusionConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def scheduler_kwargs(self) -> dict:
         """Arguments every diffusers scheduler gets: the betas, and no clipping of x0 (latents are unbounded)."""
-        return dict(num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
-                    beta_start=self.beta_start, beta_end=self.beta_end)
+        return dict(
+            num_train_timesteps=self.num_train_timesteps,
+            beta_schedule=self.beta_schedule,
+            beta_start=self.beta_start,
+            beta_end=self.beta_end,
+        )
 
 
 def make_scheduler(config: DiffusionConfig, sampler: str = "ddim"):
@@ -72,8 +77,9 @@ def make_scheduler(config: DiffusionConfig, sampler: str = "ddim"):
     if sampler == "ddim":
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
     if sampler == "dpmsolver++":
-        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=DPM_SOLVER_ORDER,
-                                           lower_order_final=True)
+        return DPMSolverMultistepScheduler(
+            **common, algorithm_type="dpmsolver++", solver_order=DPM_SOLVER_ORDER, lower_order_final=True
+        )
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
 
 
@@ -95,8 +101,9 @@ class Diffusion:
     def __init__(self, config: DiffusionConfig | None = None, min_snr_gamma: float | None = 5.0):
         self.config = config or DiffusionConfig()
         self.min_snr_gamma = min_snr_gamma
-        self.scheduler = DDPMScheduler(**self.config.scheduler_kwargs(), prediction_type=self.config.prediction_type,
-                                       clip_sample=False)
+        self.scheduler = DDPMScheduler(
+            **self.config.scheduler_kwargs(), prediction_type=self.config.prediction_type, clip_sample=False
+        )
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float64)  # (num_train_timesteps,)
 
     @property
@@ -141,8 +148,13 @@ class Diffusion:
             return clipped / (snr + 1)
         return clipped
 
-    def training_loss(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
-                      noise: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+    def training_loss(
+        self,
+        model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        x0: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The weighted denoising loss (a scalar) of ``model(x_t, t)`` on clean samples ``x0``."""
         noise = torch.randn_like(x0) if noise is None else noise
         t = self.sample_timesteps(x0.shape[0], x0.device) if t is None else t

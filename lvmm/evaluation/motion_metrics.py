@@ -12,9 +12,10 @@ Sequence measures take ``(T, C, H, W)`` tensors (decoded fields or rendered fram
   displacement fields and a multinomial logistic regression) fit on motion fields of the procedural
   families; it labels generated motion to measure conditioning accuracy.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -30,7 +31,10 @@ def steps(sequence) -> torch.Tensor:
     full-resolution uint8 clip is never converted to float as a whole.
     """
     x = sequence
-    out = [float((torch.as_tensor(x[k + 1]).double() - torch.as_tensor(x[k]).double()).abs().mean()) for k in range(len(x) - 1)]
+    out = [
+        float((torch.as_tensor(x[k + 1]).double() - torch.as_tensor(x[k]).double()).abs().mean())
+        for k in range(len(x) - 1)
+    ]
     return torch.tensor(out, dtype=torch.float64)
 
 
@@ -68,7 +72,7 @@ def sharpness(frames: Iterable) -> float:
     for f in frames:  # one frame at a time: full-resolution clips stay uint8
         y = f.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         gx, gy = np.diff(y, axis=1)[:-1], np.diff(y, axis=0)[:, :-1]
-        values.append(float(np.sqrt(gx ** 2 + gy ** 2).mean()))
+        values.append(float(np.sqrt(gx**2 + gy**2).mean()))
     return float(np.mean(values))
 
 
@@ -90,7 +94,7 @@ def motion_features(fields: torch.Tensor) -> torch.Tensor:
     """
     n, t, _, h, w = fields.shape
     f = fields.reshape(n * t, 2, h, w).float()
-    mag = f.norm(dim=1)                                          # (NT, H, W)
+    mag = f.norm(dim=1)  # (NT, H, W)
     dxx, dxy, dyx, dyy = _gradients(f)
     div, curl = dxx + dyy, dyx - dxy
     total = mag.flatten(1).sum(1) + EPS
@@ -98,14 +102,19 @@ def motion_features(fields: torch.Tensor) -> torch.Tensor:
     ys = torch.linspace(-1, 1, h).view(1, h, 1).expand_as(mag)
     xs = torch.linspace(-1, 1, w).view(1, 1, w).expand_as(mag)
     corr = lambda a, b: ((a - a.mean((1, 2), True)) * b).mean((1, 2)).abs() / (a.std((1, 2)) + EPS)
-    per_frame = torch.stack([
-        mag.mean((1, 2)),
-        div.mean((1, 2)).abs(), div.abs().mean((1, 2)),
-        curl.mean((1, 2)).abs(), curl.abs().mean((1, 2)),
-        top / total,
-        f[:, 0].abs().mean((1, 2)) / (mag.mean((1, 2)) + EPS),
-        corr(f[:, 0], ys) + corr(f[:, 1], xs),
-    ], 1).view(n, t, -1)                                         # (N, T, F0)
+    per_frame = torch.stack(
+        [
+            mag.mean((1, 2)),
+            div.mean((1, 2)).abs(),
+            div.abs().mean((1, 2)),
+            curl.mean((1, 2)).abs(),
+            curl.abs().mean((1, 2)),
+            top / total,
+            f[:, 0].abs().mean((1, 2)) / (mag.mean((1, 2)) + EPS),
+            corr(f[:, 0], ys) + corr(f[:, 1], xs),
+        ],
+        1,
+    ).view(n, t, -1)  # (N, T, F0)
     m = per_frame[..., 0]
     oscillation = (m[:, 1:] - m[:, :-1]).abs().mean(1, keepdim=True)
     return torch.cat([per_frame.mean(1), per_frame.amax(1), oscillation, torch.log1p(m.mean(1, keepdim=True))], 1)
@@ -117,7 +126,7 @@ class FamilyClassifier:
     def __init__(self, num_classes: int, weight_decay: float = 1e-3, iterations: int = 200):
         self.num_classes, self.weight_decay, self.iterations = num_classes, weight_decay, iterations
 
-    def fit(self, fields: torch.Tensor, labels: torch.Tensor) -> "FamilyClassifier":
+    def fit(self, fields: torch.Tensor, labels: torch.Tensor) -> FamilyClassifier:
         x = motion_features(fields)
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
         x = (x - self.mean) / self.std

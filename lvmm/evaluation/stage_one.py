@@ -5,11 +5,12 @@ by the true field where the data has one. Columns: PSNR (dB), SSIM and L1 of fra
 over pairs. Where true fields exist, also the end-point error (pixels of the frame) of the predicted and
 decoded fields and of a zero field.
 """
+
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 import kornia
 import torch
@@ -30,13 +31,21 @@ def _frame_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.
     mse = (pred - target).pow(2).flatten(1).mean(1).clamp_min(1e-10)
     window = min(SSIM_WINDOW, min(pred.shape[-2:]) // 2 * 2 - 1)
     ssim = kornia.metrics.ssim(pred, target, window).flatten(1).mean(1)
-    return {"psnr": (-10 * torch.log10(mse)).clamp_max(PSNR_CAP_DB), "ssim": ssim, "l1": (pred - target).abs().flatten(1).mean(1),
-            "mse": (pred - target).pow(2).flatten(1).mean(1)}
+    return {
+        "psnr": (-10 * torch.log10(mse)).clamp_max(PSNR_CAP_DB),
+        "ssim": ssim,
+        "l1": (pred - target).abs().flatten(1).mean(1),
+        "mse": (pred - target).pow(2).flatten(1).mean(1),
+    }
 
 
 @torch.no_grad()
-def evaluate_stage_one(model: MotionModel, batches: Iterable[dict], device: str | torch.device | None = None,
-                       max_batches: int | None = None) -> dict:
+def evaluate_stage_one(
+    model: MotionModel,
+    batches: Iterable[dict],
+    device: str | torch.device | None = None,
+    max_batches: int | None = None,
+) -> dict:
     """Evaluate ``model`` on batches of pairs (``img0``, ``imgk`` (B, 3, H, W); optional ``flow``, ``has_flow``).
 
     Returns ``{"pairs": n, "moving_pairs": m, "frames": {row: {"psnr", "psnr_dataset", "psnr_moving", "ssim", "l1"}}, "epe_px": {"predicted", "decoded", "zero"}}``
@@ -79,7 +88,7 @@ def evaluate_stage_one(model: MotionModel, batches: Iterable[dict], device: str 
     has_moving = n_flow == n and n_moving > 0
     for m in result["frames"].values():
         m["psnr_dataset"] = -10 * math.log10(max(m.pop("mse"), 1e-10))
-        moving_mean_over_all = m.pop("psnr_moving", 0.0)   # summed over moving pairs, divided by all pairs
+        moving_mean_over_all = m.pop("psnr_moving", 0.0)  # summed over moving pairs, divided by all pairs
         if has_moving:
             m["psnr_moving"] = moving_mean_over_all * n / n_moving
     result["moving_pairs"] = n_moving
@@ -97,19 +106,27 @@ def evaluate_stage_one(model: MotionModel, batches: Iterable[dict], device: str 
 def format_table(result: dict) -> str:
     """A plain-text table of :func:`evaluate_stage_one`'s result."""
     moving = "psnr_moving" in result["frames"]["copy"]
-    lines = [f"stage one on {result['pairs']} pairs (PSNR: mean per pair, capped at {PSNR_CAP_DB:g} dB; PSNR-all: from the "
-             f"mean MSE of all pairs" + ("; PSNR-moving: mean over the pairs with motion" if moving else "") + ")",
-             f"{'rendered from':<14} {'PSNR dB':>8} {'PSNR-all':>9}" + (f" {'PSNR-moving':>12}" if moving else "") + f" {'SSIM':>7} {'L1':>8}"]
+    lines = [
+        f"stage one on {result['pairs']} pairs (PSNR: mean per pair, capped at {PSNR_CAP_DB:g} dB; PSNR-all: from the "
+        f"mean MSE of all pairs" + ("; PSNR-moving: mean over the pairs with motion" if moving else "") + ")",
+        f"{'rendered from':<14} {'PSNR dB':>8} {'PSNR-all':>9}"
+        + (f" {'PSNR-moving':>12}" if moving else "")
+        + f" {'SSIM':>7} {'L1':>8}",
+    ]
     labels = {"predicted": "P field", "decoded": "VAE field", "copy": "copy I_0", "true_warp": "true field"}
     for row, m in result["frames"].items():
         mv = f" {m['psnr_moving']:12.2f}" if moving else ""
         lines.append(f"{labels[row]:<14} {m['psnr']:8.2f} {m['psnr_dataset']:9.2f}{mv} {m['ssim']:7.4f} {m['l1']:8.4f}")
     frames = result["frames"]
     for key in ("psnr", "psnr_dataset") + (("psnr_moving",) if moving else ()):
-        lines.append(f"{key}: gain over copy: P {frames['predicted'][key] - frames['copy'][key]:+.2f} dB, "
-                     f"VAE {frames['decoded'][key] - frames['copy'][key]:+.2f} dB "
-                     f"(VAE vs P {frames['decoded'][key] - frames['predicted'][key]:+.2f} dB)")
+        lines.append(
+            f"{key}: gain over copy: P {frames['predicted'][key] - frames['copy'][key]:+.2f} dB, "
+            f"VAE {frames['decoded'][key] - frames['copy'][key]:+.2f} dB "
+            f"(VAE vs P {frames['decoded'][key] - frames['predicted'][key]:+.2f} dB)"
+        )
     if "epe_px" in result:
         e = result["epe_px"]
-        lines.append(f"end-point error (px): P {e['predicted']:.3f}, VAE {e['decoded']:.3f}, zero field {e['zero']:.3f}")
+        lines.append(
+            f"end-point error (px): P {e['predicted']:.3f}, VAE {e['decoded']:.3f}, zero field {e['zero']:.3f}"
+        )
     return "\n".join(lines)

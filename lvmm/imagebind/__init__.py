@@ -11,6 +11,7 @@ architecture stands in (tests, demo)::
     enc = ImageBindEncoder(weights="imagebind_huge.pth")   # or weights=None, config="tiny"
     img, txt = enc.embed_images(["cat.jpg"]), enc.embed_texts(["a cat"])
 """
+
 from .audio import kaldi_fbank, load_audio, preprocess_audio, waveform_to_clips
 from .configs import HUGE, MODALITIES, TINY, ImageBindConfig, resolve_config
 from .encoder import ImageBindEncoder, announce_random_model, condition_embedding
@@ -22,7 +23,24 @@ from .weights import load_state_dict_file, state_dict_id
 ImageBindModel = ImageBind  # the official class name
 
 __all__ = [
-    "HUGE", "TINY", "MODALITIES", "BPETokenizer", "ImageBind", "ImageBindConfig", "ImageBindEncoder", "ImageBindModel", "announce_random_model", "condition_embedding",
-    "get_tokenizer", "kaldi_fbank", "load_audio", "load_state_dict_file", "preprocess_audio", "preprocess_image",
-    "preprocess_images", "resolve_config", "state_dict_id", "waveform_to_clips",
+    "HUGE",
+    "TINY",
+    "MODALITIES",
+    "BPETokenizer",
+    "ImageBind",
+    "ImageBindConfig",
+    "ImageBindEncoder",
+    "ImageBindModel",
+    "announce_random_model",
+    "condition_embedding",
+    "get_tokenizer",
+    "kaldi_fbank",
+    "load_audio",
+    "load_state_dict_file",
+    "preprocess_audio",
+    "preprocess_image",
+    "preprocess_images",
+    "resolve_config",
+    "state_dict_id",
+    "waveform_to_clips",
 ]

@@ -17,6 +17,7 @@ result to float32 rounding. Resampling to 16 kHz uses ``scipy.signal.resample_po
 polyphase Kaiser-windowed FIR filter); the official code uses ``torchaudio.functional.resample``
 (a windowed-sinc filter), so audio that is not already at 16 kHz gives slightly different inputs.
 """
+
 from __future__ import annotations
 
 import math
@@ -111,7 +112,12 @@ def resample(waveform: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) ->
 # ----------------------------------------------------------------------------------------------
 
 
-def clip_spans(num_samples: int, sample_rate: int = SAMPLE_RATE, clip_duration: int = CLIP_DURATION_S, num_clips: int = CLIPS_PER_AUDIO) -> list[tuple[int, int]]:
+def clip_spans(
+    num_samples: int,
+    sample_rate: int = SAMPLE_RATE,
+    clip_duration: int = CLIP_DURATION_S,
+    num_clips: int = CLIPS_PER_AUDIO,
+) -> list[tuple[int, int]]:
     """Sample ranges ``[start, end)`` of the clips, as the official constant-clips sampler picks them.
 
     The duration is a Python float, the latest start ``max(duration - clip, 0)`` becomes an exact
@@ -141,7 +147,9 @@ def _mel(freq):
     return MEL_HIGH_FREQ_Q * math.log(1.0 + freq / MEL_BREAK_HZ)
 
 
-def mel_filter_bank(num_bins: int, fft_size: int, sample_rate: int, low_freq: float = LOW_FREQ_HZ, high_freq: float | None = None) -> torch.Tensor:
+def mel_filter_bank(
+    num_bins: int, fft_size: int, sample_rate: int, low_freq: float = LOW_FREQ_HZ, high_freq: float | None = None
+) -> torch.Tensor:
     """Triangular filters ``(num_bins, fft_size // 2 + 1)``, evenly spaced on the mel scale.
 
     Evaluated at the FFT bin frequencies ``k * sr / fft_size``; the Nyquist bin gets weight 0, as
@@ -191,7 +199,14 @@ def kaldi_fbank(wave: torch.Tensor, sample_rate: int = SAMPLE_RATE, num_mel_bins
 # ----------------------------------------------------------------------------------------------
 
 
-def waveform_to_clips(waveform: torch.Tensor, sample_rate: int, num_mel_bins: int = NUM_MEL_BINS, target_frames: int = TARGET_FRAMES, clip_duration: int = CLIP_DURATION_S, num_clips: int = CLIPS_PER_AUDIO) -> torch.Tensor:
+def waveform_to_clips(
+    waveform: torch.Tensor,
+    sample_rate: int,
+    num_mel_bins: int = NUM_MEL_BINS,
+    target_frames: int = TARGET_FRAMES,
+    clip_duration: int = CLIP_DURATION_S,
+    num_clips: int = CLIPS_PER_AUDIO,
+) -> torch.Tensor:
     """The audio model's input for one waveform ``(C, N)`` (or ``(N,)``): ``(clips, 1, mels, frames)``.
 
     Resamples to 16 kHz first when needed. The caller's tensor is not modified.
@@ -212,7 +227,7 @@ def waveform_to_clips(waveform: torch.Tensor, sample_rate: int, num_mel_bins: in
         mel = kaldi_fbank(clip[0], SAMPLE_RATE, num_mel_bins).T  # (M, T), channel 0 only
         pad = target_frames - mel.shape[1]
         mel = F.pad(mel, (0, pad)) if pad > 0 else mel[:, :target_frames]  # (M, target_frames)
-        clips.append(((mel.unsqueeze(0) - mean) / std))  # (1, M, target_frames)
+        clips.append((mel.unsqueeze(0) - mean) / std)  # (1, M, target_frames)
     return torch.stack(clips)  # (clips, 1, M, target_frames)
 
 
@@ -226,5 +241,7 @@ def preprocess_audio(item: AudioInput) -> torch.Tensor:
             raise ValueError(f"{item}: {e}") from e
     if isinstance(item, tuple) and len(item) == 2:
         waveform, sr = item
-        return waveform_to_clips(torch.as_tensor(np.asarray(waveform) if not isinstance(waveform, torch.Tensor) else waveform), int(sr))
+        return waveform_to_clips(
+            torch.as_tensor(np.asarray(waveform) if not isinstance(waveform, torch.Tensor) else waveform), int(sr)
+        )
     raise TypeError(f"expected an audio path or a (waveform, sample_rate) pair, got {type(item).__name__}")

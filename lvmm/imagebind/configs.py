@@ -4,11 +4,12 @@ Field names are those of the official ``ImageBindModel`` constructor, so a dict 
 constructor arguments (for instance the ``constructor_args`` of the shared tiny test vectors) is a
 valid configuration as it is.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 MODALITIES = ("vision", "text", "audio", "depth", "thermal", "imu")
 
@@ -82,12 +83,24 @@ HUGE = ImageBindConfig()
 # only to keep the 49408-row token embedding small.
 TINY = ImageBindConfig(
     out_embed_dim=32,
-    vision_embed_dim=64, vision_num_blocks=2, vision_num_heads=4,
-    text_embed_dim=8, text_num_blocks=2, text_num_heads=2,
-    audio_embed_dim=64, audio_num_blocks=2, audio_num_heads=4,
-    depth_embed_dim=32, depth_num_blocks=1, depth_num_heads=4,
-    thermal_embed_dim=32, thermal_num_blocks=1, thermal_num_heads=4,
-    imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=4,
+    vision_embed_dim=64,
+    vision_num_blocks=2,
+    vision_num_heads=4,
+    text_embed_dim=8,
+    text_num_blocks=2,
+    text_num_heads=2,
+    audio_embed_dim=64,
+    audio_num_blocks=2,
+    audio_num_heads=4,
+    depth_embed_dim=32,
+    depth_num_blocks=1,
+    depth_num_heads=4,
+    thermal_embed_dim=32,
+    thermal_num_blocks=1,
+    thermal_num_heads=4,
+    imu_embed_dim=32,
+    imu_num_blocks=1,
+    imu_num_heads=4,
 )
 
 PRESETS = {"huge": HUGE, "tiny": TINY}
@@ -114,4 +127,6 @@ def resolve_config(config: str | Mapping | ImageBindConfig) -> ImageBindConfig:
         if unknown:
             raise ValueError(f"unknown ImageBind config keys {unknown}; valid keys: {sorted(names)}")
         return dataclasses.replace(base, **overrides)
-    raise TypeError(f"ImageBind config must be a preset name, a dict or an ImageBindConfig, not {type(config).__name__}")
+    raise TypeError(
+        f"ImageBind config must be a preset name, a dict or an ImageBindConfig, not {type(config).__name__}"
+    )

@@ -6,6 +6,7 @@ by a hash of the input's *content* (file bytes, array bytes, or the string), of 
 (:attr:`ImageBindEncoder.weights_id`), of the numeric precision and of the preprocessing version,
 so a changed file, other weights or another precision never return a stale vector.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,8 +36,10 @@ ENCODER_MODALITIES = ("vision", "text", "audio")
 _HASH_CHUNK = 1 << 20
 
 
-RANDOM_MODEL_NOTICE = ("[lvmm] note: ImageBind is the small seeded random model (no official weights): conditioning rests on "
-                       "random features; pass --imagebind imagebind_huge.pth for the real encoder")
+RANDOM_MODEL_NOTICE = (
+    "[lvmm] note: ImageBind is the small seeded random model (no official weights): conditioning rests on "
+    "random features; pass --imagebind imagebind_huge.pth for the real encoder"
+)
 _noticed = False
 
 
@@ -122,20 +125,34 @@ class ImageBindEncoder:
     stands in, and a one-line notice on stderr says so; the huge config without weights is refused.
     """
 
-    def __init__(self, weights: str | os.PathLike | None = None, config: str | Mapping | ImageBindConfig | None = None, device: str | torch.device | None = None, cache_dir: str | os.PathLike | None = None, seed: int = 0, batch_size: int = 16, amp: bool | None = None, bpe_path: str | None = None):
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        config: str | Mapping | ImageBindConfig | None = None,
+        device: str | torch.device | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        seed: int = 0,
+        batch_size: int = 16,
+        amp: bool | None = None,
+        bpe_path: str | None = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.config = resolve_config(config if config is not None else ("huge" if weights is not None else "tiny"))
-        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = (
+            torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self.amp = (self.device.type == "cuda") if amp is None else bool(amp)
         self.batch_size = batch_size
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.weights_path = Path(weights) if weights is not None else None
         if weights is None:
             if self.config == resolve_config("huge"):
-                raise ValueError("ImageBind config 'huge' without weights would be a random 1024-d model that passes every "
-                                 "check: pass the official weights (--imagebind imagebind_huge.pth), or leave the config "
-                                 "at 'tiny' for the seeded random stand-in")
+                raise ValueError(
+                    "ImageBind config 'huge' without weights would be a random 1024-d model that passes every "
+                    "check: pass the official weights (--imagebind imagebind_huge.pth), or leave the config "
+                    "at 'tiny' for the seeded random stand-in"
+                )
             announce_random_model()
             self.model = ImageBind.random(self.config, seed=seed, modalities=ENCODER_MODALITIES)
             self.weights_id = random_weights_id(self.config, seed)
@@ -148,7 +165,7 @@ class ImageBindEncoder:
             del state
         self.model = self.model.eval().requires_grad_(False).to(self.device)
         self._bpe_path = bpe_path
-        self.num_computed = {m: 0 for m in ENCODER_MODALITIES}  # inputs embedded by the model, not the cache
+        self.num_computed = dict.fromkeys(ENCODER_MODALITIES, 0)  # inputs embedded by the model, not the cache
 
     # -- public API --------------------------------------------------------------------------
 
@@ -163,7 +180,9 @@ class ImageBindEncoder:
 
     def embed_images(self, images: Sequence) -> torch.Tensor:
         """``(N, dim)`` from image paths, PIL images or uint8 ``HxWx3`` arrays of any size."""
-        return self._embed("vision", images, _image_digest, lambda batch: torch.stack([preprocess_image(x) for x in batch]))
+        return self._embed(
+            "vision", images, _image_digest, lambda batch: torch.stack([preprocess_image(x) for x in batch])
+        )
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """``(N, dim)`` from strings (CLIP BPE, 77 tokens; longer texts are truncated)."""
@@ -173,7 +192,9 @@ class ImageBindEncoder:
 
     def embed_audio(self, audio: Sequence) -> torch.Tensor:
         """``(N, dim)`` from audio/video file paths or ``(waveform (C, N) or (N,), sample_rate)`` pairs."""
-        return self._embed("audio", audio, _audio_digest, lambda batch: torch.stack([preprocess_audio(x) for x in batch]))
+        return self._embed(
+            "audio", audio, _audio_digest, lambda batch: torch.stack([preprocess_audio(x) for x in batch])
+        )
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -202,7 +223,9 @@ class ImageBindEncoder:
     def _cache_path(self, modality: str, digest: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        key = hashlib.blake2b(f"{PREPROCESS_VERSION}|{modality}|{self.precision}|{digest}".encode(), digest_size=CACHE_KEY_BYTES).hexdigest()
+        key = hashlib.blake2b(
+            f"{PREPROCESS_VERSION}|{modality}|{self.precision}|{digest}".encode(), digest_size=CACHE_KEY_BYTES
+        ).hexdigest()
         return self.cache_dir / self.weights_id / modality / key[:2] / f"{key}.npy"
 
     def _embed(self, modality: str, items: Sequence, digest: Callable, preprocess: Callable) -> torch.Tensor:

@@ -11,11 +11,12 @@ Each modality goes through four stages held in ``nn.ModuleDict``s::
     modality_heads[m]          -> LayerNorm, pick one token, project to the shared width, (B, E)
     modality_postprocessors[m] -> L2-normalise, times a per-modality logit scale, (B, E)
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,9 @@ class VideoPatchStem(nn.Module):
 
     def __init__(self, in_channels: int, dim: int, kernel_size: tuple[int, int, int], ntimes: int):
         super().__init__()
-        self.proj = nn.Sequential(PadIm2Video(ntimes), nn.Conv3d(in_channels, dim, kernel_size, stride=kernel_size, bias=False))
+        self.proj = nn.Sequential(
+            PadIm2Video(ntimes), nn.Conv3d(in_channels, dim, kernel_size, stride=kernel_size, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         x = self.proj(x)  # (B, D, T', H', W')
@@ -117,7 +120,9 @@ class PosEmbedding(nn.Module):
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         h, w = self.grid[-2:]
         patch_pos = patch_pos.reshape(1, h, w, -1).permute(0, 3, 1, 2)  # (1, D, h, w)
-        patch_pos = F.interpolate(patch_pos.float(), size=grid[-2:], mode="bicubic", align_corners=False).to(patch_pos.dtype)
+        patch_pos = F.interpolate(patch_pos.float(), size=grid[-2:], mode="bicubic", align_corners=False).to(
+            patch_pos.dtype
+        )
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, -1, patch_pos.shape[1])
         if len(grid) == 3:  # the time axis of a clip: the same spatial table for every frame
             patch_pos = patch_pos.repeat(1, grid[0], 1)
@@ -431,7 +436,13 @@ class ImageBind(nn.Module):
     # -- construction ------------------------------------------------------------------------
 
     @classmethod
-    def random(cls, config: str | Mapping | ImageBindConfig = "tiny", seed: int = 0, modalities: Iterable[str] | None = None, device: torch.device | str | None = None) -> "ImageBind":
+    def random(
+        cls,
+        config: str | Mapping | ImageBindConfig = "tiny",
+        seed: int = 0,
+        modalities: Iterable[str] | None = None,
+        device: torch.device | str | None = None,
+    ) -> ImageBind:
         """A seeded random model (eval mode), the same for a given config, seed and torch version.
 
         The structure is built on the meta device and then materialised once, so that even the
@@ -444,7 +455,9 @@ class ImageBind(nn.Module):
         return model.eval()
 
     @classmethod
-    def from_checkpoint(cls, path, config: str | Mapping | ImageBindConfig = "huge", modalities: Iterable[str] | None = None) -> "ImageBind":
+    def from_checkpoint(
+        cls, path, config: str | Mapping | ImageBindConfig = "huge", modalities: Iterable[str] | None = None
+    ) -> ImageBind:
         """Build ``config`` and load official-format weights (``.pth`` or ``.safetensors``) strictly."""
         from .weights import load_state_dict_file
 
@@ -461,7 +474,12 @@ class ImageBind(nn.Module):
         """
         from lvmm.checkpoint import check_state_dict
 
-        skipped = tuple(f"{stage}.{m}." for m in MODALITIES if m not in self.modalities for stage in ("modality_preprocessors", "modality_trunks", "modality_heads", "modality_postprocessors"))
+        skipped = tuple(
+            f"{stage}.{m}."
+            for m in MODALITIES
+            if m not in self.modalities
+            for stage in ("modality_preprocessors", "modality_trunks", "modality_heads", "modality_postprocessors")
+        )
         state = {k: v for k, v in state.items() if not k.startswith(skipped)}
         check_state_dict(self, state, where)
         self.load_state_dict(state, strict=True, assign=assign)
@@ -481,6 +499,7 @@ class ImageBind(nn.Module):
         Biases are 0, LayerNorm weights 1, cls tokens and positional embeddings std 0.02, and the
         logit scales and the text mask take their official values.
         """
+
         def trunc_normal(t, std=INIT_STD):
             # Normal clipped at two std: like a truncated normal, but a few times faster, which
             # matters for the 1.2 B-parameter huge model.

@@ -5,6 +5,7 @@ truncated to an int), centre-crop 224 x 224 (offsets rounded half to even, as Py
 scale to [0, 1] and normalise with CLIP's mean and std. Doing the resize in Pillow rather than in
 torch is what makes the result bit-identical to the official pipeline.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,4 +79,3 @@ def preprocess_image(item: ImageInput, size: int = IMAGE_SIZE) -> torch.Tensor:
 def preprocess_images(items, size: int = IMAGE_SIZE) -> torch.Tensor:
     """A batch ``(B, 3, size, size)`` from paths, PIL images or uint8 arrays of any size."""
     return torch.stack([preprocess_image(item, size) for item in items])
-

@@ -4,12 +4,13 @@ The official ``imagebind_huge.pth`` (CC BY-NC-SA 4.0, non-commercial use only) i
 by this code: the user fetches it from the links in the facebookresearch/ImageBind README and
 passes its local path. ``.safetensors`` files with the same keys are accepted as well.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -69,5 +70,7 @@ def state_dict_id(state: Mapping[str, torch.Tensor]) -> str:
 
 def random_weights_id(config: ImageBindConfig, seed: int) -> str:
     """Id of :meth:`ImageBind.random` weights; torch's version is part of it since its RNG may change."""
-    blob = json.dumps({"config": config.to_dict(), "seed": seed, "torch": torch.__version__.split("+")[0]}, sort_keys=True)
+    blob = json.dumps(
+        {"config": config.to_dict(), "seed": seed, "torch": torch.__version__.split("+")[0]}, sort_keys=True
+    )
     return "random-" + hashlib.blake2b(blob.encode(), digest_size=WEIGHTS_ID_BYTES).hexdigest()

@@ -17,6 +17,7 @@ features while there are no more of them than dimensions (their centred matrix i
 so that in this common low-rank case the distance needs only an ``N1 x N2`` SVD instead of two
 ``D x D`` eigendecompositions: exact, and fast (a 2048 x 2048 ``eigh`` takes seconds on a CPU).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,14 +56,14 @@ class FeatureStatistics:
         self._rows: list[torch.Tensor] | None = []
 
     @classmethod
-    def from_features(cls, features) -> "FeatureStatistics":
+    def from_features(cls, features) -> FeatureStatistics:
         """Statistics of a ``(N, D)`` array or tensor of feature vectors."""
         features = _as_float64(features)
         stats = cls(features.shape[-1])
         stats.update(features)
         return stats
 
-    def update(self, features) -> "FeatureStatistics":
+    def update(self, features) -> FeatureStatistics:
         """Add a ``(N, D)`` batch of feature vectors."""
         x = _as_float64(features)  # (N, D)
         if x.ndim != 2 or x.shape[1] != self.dim:
@@ -153,7 +154,9 @@ def frechet_distance(mu1, sigma1, mu2=None, sigma2=None) -> float:
     mu1, mu2 = _as_float64(mu1), _as_float64(mu2)
     sigma1, sigma2 = _as_float64(sigma1), _as_float64(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.numel(), mu1.numel()):
-        raise ValueError(f"inconsistent shapes: mu {tuple(mu1.shape)}/{tuple(mu2.shape)}, sigma {tuple(sigma1.shape)}/{tuple(sigma2.shape)}")
+        raise ValueError(
+            f"inconsistent shapes: mu {tuple(mu1.shape)}/{tuple(mu2.shape)}, sigma {tuple(sigma1.shape)}/{tuple(sigma2.shape)}"
+        )
     mean_term = float(((mu1 - mu2) ** 2).sum())
     trace_term = float(torch.trace(sigma1) + torch.trace(sigma2)) - 2.0 * trace_sqrt_product(sigma1, sigma2)
     return mean_term + trace_term
@@ -167,12 +170,12 @@ def _frechet_from_statistics(a: FeatureStatistics, b: FeatureStatistics) -> floa
     mean_term = float(((a.mean - b.mean) ** 2).sum())
     if a.low_rank and b.low_rank:
         la, lb = a.factor(), b.factor()  # (D, Na), (D, Nb)
-        trace_a, trace_b = float((la ** 2).sum()), float((lb ** 2).sum())
+        trace_a, trace_b = float((la**2).sum()), float((lb**2).sum())
         trace_sqrt = float(torch.linalg.svdvals(la.T @ lb).sum())
     else:
         low, full = (a, b) if a.low_rank else (b, a)
         factor, sigma = low.factor(), full.covariance
-        trace_a, trace_b = float((factor ** 2).sum()), float(torch.trace(sigma))
+        trace_a, trace_b = float((factor**2).sum()), float(torch.trace(sigma))
         inner = factor.T @ sigma @ factor  # (N, N), similar to the nonzero part of S_low S_full
         trace_sqrt = float(torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum())
     return mean_term + trace_a + trace_b - 2.0 * trace_sqrt

@@ -10,6 +10,7 @@ FVD features (our protocol, as the TF-hub model of the FVD paper and VideoGPT's 
 Kinetics logits before the softmax, averaged over time. :meth:`InceptionI3d.pooled_features` gives the
 1024-d pooled layer instead.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,7 +62,16 @@ def _same_padding(size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[
 class Unit3D(nn.Module):
     """Conv3d, then BatchNorm3d and ReLU (optional), with input-dependent 'SAME' padding."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel=(1, 1, 1), stride=(1, 1, 1), batch_norm: bool = True, bias: bool = False, relu: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel=(1, 1, 1),
+        stride=(1, 1, 1),
+        batch_norm: bool = True,
+        bias: bool = False,
+        relu: bool = True,
+    ):
         super().__init__()
         self.kernel, self.stride, self.relu = tuple(kernel), tuple(stride), relu
         self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=0, bias=bias)

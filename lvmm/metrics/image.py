@@ -3,6 +3,7 @@
 Images are ``(B, 3, H, W)`` floats in [0, 1]; both functions return one value per image, ``(B,)``,
 so that callers average over frames and videos as their protocol says.
 """
+
 from __future__ import annotations
 
 import kornia
@@ -37,6 +38,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean structural similarity of each image pair (over channels and valid positions); ``(B,)``."""
     _check(x, y)
     if min(x.shape[-2:]) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels, got {tuple(x.shape[-2:])}")
+        raise ValueError(
+            f"SSIM needs images of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels, got {tuple(x.shape[-2:])}"
+        )
     ssim_map = kornia.metrics.ssim(x.float(), y.float(), SSIM_WINDOW, max_val=DATA_RANGE, padding=SSIM_PADDING)
     return ssim_map.mean(dim=(1, 2, 3))

@@ -14,11 +14,13 @@ seeds, beside class- and subject-conditional FVD (:func:`lvmm.metrics.video_metr
 subject split lives in the dataset recipes; evaluation keeps the reference samples whose json says
 ``"split": "test"``, or whose ``subject`` is in a list given on the command line.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 I3D_SIZE = 224  # FVD: frames resized to 224 x 224 (the I3D training size)
 INCEPTION_SIZE = 299  # FID: frames resized to 299 x 299
@@ -60,7 +62,7 @@ class Protocol:
     paired_from_frame: int = 1
     reference_sampling: str = "even"
 
-    def replace(self, **changes: Any) -> "Protocol":
+    def replace(self, **changes: Any) -> Protocol:
         """A copy with some fields changed (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -72,7 +74,12 @@ def _lfdm(name: str, dataset: str, subjects: str) -> Protocol:
     return Protocol(
         name=name,
         description=f"LFDM/LVMM protocol on {dataset}: one video per test video from its first frame, 128x128, 40 frames",
-        height=128, width=128, num_frames=40, fvd_frames=None, reference_split=TEST_SPLIT, subjects=subjects,
+        height=128,
+        width=128,
+        num_frames=40,
+        fvd_frames=None,
+        reference_split=TEST_SPLIT,
+        subjects=subjects,
         reference_sampling="random_sorted",
     )
 
@@ -81,7 +88,9 @@ PROTOCOLS: dict[str, Protocol] = {
     "mug": _lfdm("mug", "MUG facial expressions", "26 train / 26 test subjects"),
     "mhad": _lfdm("mhad", "UTD-MHAD actions", "4 train / 4 test subjects"),
     "natops": _lfdm("natops", "NATOPS aircraft-handling gestures", "10 train / 10 test subjects"),
-    "custom": Protocol(name="custom", description="custom: size and length from --size/--frames or the generated videos"),
+    "custom": Protocol(
+        name="custom", description="custom: size and length from --size/--frames or the generated videos"
+    ),
 }
 
 
@@ -97,7 +106,9 @@ class ReferenceSelectionError(ValueError):
     """A reference sample cannot be assigned to a split."""
 
 
-def keep_reference_sample(meta: Mapping[str, Any], split: str | None, subjects: Iterable[str] | None, key: str = "?") -> bool:
+def keep_reference_sample(
+    meta: Mapping[str, Any], split: str | None, subjects: Iterable[str] | None, key: str = "?"
+) -> bool:
     """Whether a reference sample (its json ``meta``) belongs to the evaluated set.
 
     A sample's ``split`` field, when present, must equal ``split``; when ``subjects`` are given, its

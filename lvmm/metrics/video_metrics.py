@@ -9,10 +9,11 @@ FVD preprocessing (the common PyTorch FVD protocol): frames resized so the short
 (bilinear, no antialiasing, as TF's ``resize_bilinear`` in the original FVD code), centre-cropped to
 224 x 224, scaled to [-1, 1]; features are I3D's 400 Kinetics logits averaged over time.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -26,7 +27,16 @@ from lvmm.metrics.inception import FEATURE_DIM as INCEPTION_DIM
 
 UINT8_MAX = 255.0
 
-__all__ = ["i3d_input", "i3d_features", "VideoSetFeatures", "fvd", "fid", "paired_scores", "PairedScores", "InsufficientVideosError"]
+__all__ = [
+    "i3d_input",
+    "i3d_features",
+    "VideoSetFeatures",
+    "fvd",
+    "fid",
+    "paired_scores",
+    "PairedScores",
+    "InsufficientVideosError",
+]
 
 
 class InsufficientVideosError(ValueError):
@@ -53,13 +63,19 @@ def i3d_input(videos: np.ndarray | torch.Tensor, size: int = I3D_INPUT_SIZE, dev
     if (h, w) != target:
         x = F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=False)
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-    x = x[..., top:top + size, left:left + size]
+    x = x[..., top : top + size, left : left + size]
     x = x.reshape(b, t, c, size, size).transpose(1, 2)  # (B, 3, T, size, size)
     return x * 2 - 1
 
 
-def i3d_features(model: nn.Module, videos: Iterable[np.ndarray], batch_size: int = 8, device="cpu",
-                 size: int = I3D_INPUT_SIZE, num_frames: int | None = None) -> np.ndarray:
+def i3d_features(
+    model: nn.Module,
+    videos: Iterable[np.ndarray],
+    batch_size: int = 8,
+    device="cpu",
+    size: int = I3D_INPUT_SIZE,
+    num_frames: int | None = None,
+) -> np.ndarray:
     """I3D features ``(N, D)`` float64 of an iterable of uint8 videos ``(T, H, W, 3)``."""
     features = VideoSetFeatures(i3d=model, batch_size=batch_size, device=device, i3d_size=size, fvd_frames=num_frames)
     for video in videos:
@@ -80,8 +96,16 @@ class VideoSetFeatures:
         fvd_frames: feed I3D the first ``fvd_frames`` frames of each clip (``None``: all).
     """
 
-    def __init__(self, i3d: nn.Module | None = None, inception: nn.Module | None = None, batch_size: int = 8,
-                 frame_batch_size: int = 64, device="cpu", i3d_size: int = I3D_INPUT_SIZE, fvd_frames: int | None = None):
+    def __init__(
+        self,
+        i3d: nn.Module | None = None,
+        inception: nn.Module | None = None,
+        batch_size: int = 8,
+        frame_batch_size: int = 64,
+        device="cpu",
+        i3d_size: int = I3D_INPUT_SIZE,
+        fvd_frames: int | None = None,
+    ):
         if batch_size < 1 or frame_batch_size < 1:
             raise ValueError(f"batch sizes must be positive, got {batch_size} and {frame_batch_size}")
         self.i3d, self.inception = i3d, inception
@@ -123,7 +147,7 @@ class VideoSetFeatures:
     @torch.inference_mode()
     def _flush_inception(self, limit: int | None = None) -> None:
         if self._frames:
-            batch, self._frames = self._frames[:limit], self._frames[len(self._frames[:limit]):]
+            batch, self._frames = self._frames[:limit], self._frames[len(self._frames[:limit]) :]
             x = _frames_to_float(np.stack(batch), self.device)  # (N, 3, H, W)
             self.frame_stats.update(self.inception(x).double().cpu())
 
@@ -175,8 +199,9 @@ class PairedScores:
 
 
 @torch.inference_mode()
-def paired_scores(generated: np.ndarray, reference: np.ndarray, lpips: nn.Module | None = None,
-                  first_frame: int = 1, device="cpu") -> dict[str, torch.Tensor]:
+def paired_scores(
+    generated: np.ndarray, reference: np.ndarray, lpips: nn.Module | None = None, first_frame: int = 1, device="cpu"
+) -> dict[str, torch.Tensor]:
     """Per-frame PSNR (dB), SSIM and LPIPS between a generated video and its reference.
 
     Both are uint8 ``(T, H, W, 3)`` of one shape; frames before ``first_frame`` (the conditioning

@@ -11,12 +11,13 @@ Nothing here downloads. A weights file is checked in three ways before a network
 
 Files are read with ``torch.load(..., weights_only=True)`` or as ``.safetensors``; never unpickled.
 """
+
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -75,7 +76,7 @@ def read_state_dict(path: str | Path, what: str, source: str) -> dict[str, torch
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: {what} weights are not a flat dict of tensors")
     if state and all(k.startswith(_PARALLEL_PREFIX) for k in state):
-        state = {k[len(_PARALLEL_PREFIX):]: v for k, v in state.items()}
+        state = {k[len(_PARALLEL_PREFIX) :]: v for k, v in state.items()}
     return dict(state)
 
 

@@ -11,6 +11,7 @@ the space/time factorisation is only a matter of which axis is folded into the b
 
 All of them use :func:`torch.nn.functional.scaled_dot_product_attention`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,14 +43,16 @@ class MultiHeadAttention(nn.Module):
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         context = x if context is None else context
-        q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)        # (N, heads, L, d)
+        q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)  # (N, heads, L, d)
         k = rearrange(self.to_k(context), "n s (h d) -> n h s d", h=self.heads)  # (N, heads, S, d)
         v = rearrange(self.to_v(context), "n s (h d) -> n h s d", h=self.heads)
         if bias is not None:
             bias = bias.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)          # (N, heads, L, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, heads, L, d)
         return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
 
 
@@ -81,7 +84,7 @@ class CrossAttention(nn.Module):
         # Frames of one clip share the tokens: fold time into the query length, not the batch, so the
         # tokens' keys and values are computed once per clip.
         tokens = rearrange(self.norm(x), "b c t h w -> b (t h w) c")
-        out = self.attn(tokens, context)                                   # (B, T*H*W, C)
+        out = self.attn(tokens, context)  # (B, T*H*W, C)
         return x + rearrange(out, "b (t h w) c -> b c t h w", t=t, h=h, w=w)
 
 
@@ -97,7 +100,7 @@ class RelativePositionBias(nn.Module):
     def forward(self, length: int) -> torch.Tensor:
         pos = torch.arange(length, device=self.table.weight.device)
         offset = (pos[None, :] - pos[:, None]).clamp(-self.max_distance, self.max_distance) + self.max_distance
-        return rearrange(self.table(offset), "i j h -> h i j")             # (heads, T, T)
+        return rearrange(self.table(offset), "i j h -> h i j")  # (heads, T, T)
 
 
 class TemporalAttention(nn.Module):
@@ -112,5 +115,5 @@ class TemporalAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, t, h, w = x.shape
         tokens = rearrange(self.norm(x), "b c t h w -> (b h w) t c")
-        out = self.attn(tokens, bias=self.relative_bias(t)[None])          # (B*H*W, T, C)
+        out = self.attn(tokens, bias=self.relative_bias(t)[None])  # (B*H*W, T, C)
         return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)

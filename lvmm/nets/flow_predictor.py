@@ -8,6 +8,7 @@ blurred structure tensor and its regularised per-pixel solve) on an image pyrami
 frames, and residual refinement passes that warp I_0 by the current field, recompute the evidence and
 predict a correction. Each pass returns its field so the photometric loss can supervise all of them.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,7 @@ def differential_evidence(source: torch.Tensor, target: torch.Tensor) -> torch.T
 
     source, target: (B, 3, H, W) in [0, 1] -> (B, EVIDENCE_CHANNELS, H, W), every channel of order one.
     """
-    it = target - source                                                        # (B, 3, H, W)
+    it = target - source  # (B, 3, H, W)
     grad = kornia.filters.spatial_gradient(source, mode="sobel", normalized=True)  # (B, 3, 2, H, W) per pixel
     ix, iy = grad[:, :, 0], grad[:, :, 1]
     window = 2 * math.ceil(2 * LK_WINDOW_SIGMA) + 1
@@ -56,7 +57,9 @@ def differential_evidence(source: torch.Tensor, target: torch.Tensor) -> torch.T
     def blur(x):
         return kornia.filters.gaussian_blur2d(x, window, (LK_WINDOW_SIGMA, LK_WINDOW_SIGMA))
 
-    tensor = blur(torch.stack([(ix * ix).sum(1), (iy * iy).sum(1), (ix * iy).sum(1), (ix * it).sum(1), (iy * it).sum(1)], 1))
+    tensor = blur(
+        torch.stack([(ix * ix).sum(1), (iy * iy).sum(1), (ix * iy).sum(1), (ix * it).sum(1), (iy * it).sum(1)], 1)
+    )
     sxx, syy, sxy, sxt, syt = (tensor[:, i] + (LK_DAMPING if i < 2 else 0.0) for i in range(5))
     det = sxx * syy - sxy * sxy
     # I_k(x) = I_0(x + d) ~ I_0 + grad I_0 . d  =>  S d = sum(grad I_0 * (I_k - I_0))
@@ -92,11 +95,21 @@ class MotionPass(nn.Module):
         # per-pixel mixing; plain strided convolutions then carry it down: full-resolution work dominates the cost
         self.stem = ConvBlock(e, widths[0], kernel_size=1)
         self.downs = nn.ModuleList([ConvBlock(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:])])
-        self.merge = nn.ModuleList([ConvBlock(w + e + (extra_channels if i + 1 == field_level else 0), w, kernel_size=1)
-                                    for i, w in enumerate(widths[1:])])
-        self.ups = nn.ModuleList([nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"), ConvBlock(widths[i + 1], widths[i]))
-                                  for i in range(field_level, len(widths) - 1)])
-        self.fuse = nn.ModuleList([ConvBlock(2 * widths[i], widths[i], kernel_size=1) for i in range(field_level, len(widths) - 1)])
+        self.merge = nn.ModuleList(
+            [
+                ConvBlock(w + e + (extra_channels if i + 1 == field_level else 0), w, kernel_size=1)
+                for i, w in enumerate(widths[1:])
+            ]
+        )
+        self.ups = nn.ModuleList(
+            [
+                nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"), ConvBlock(widths[i + 1], widths[i]))
+                for i in range(field_level, len(widths) - 1)
+            ]
+        )
+        self.fuse = nn.ModuleList(
+            [ConvBlock(2 * widths[i], widths[i], kernel_size=1) for i in range(field_level, len(widths) - 1)]
+        )
         self.body = nn.Sequential(*[ResBlock(widths[field_level]) for _ in range(depth)])
         self.head = zero_init(nn.Conv2d(widths[field_level], out_channels, 3, padding=1))  # passes start as no-ops
 
@@ -107,9 +120,9 @@ class MotionPass(nn.Module):
             parts = [down(x), evidence[i + 1]] + ([extra] if i + 1 == self.field_level else [])
             x = merge(torch.cat(parts, 1))
             skips.append(x)
-        for up, fuse, skip in zip(reversed(self.ups), reversed(self.fuse), reversed(skips[self.field_level:-1])):
+        for up, fuse, skip in zip(reversed(self.ups), reversed(self.fuse), reversed(skips[self.field_level : -1])):
             x = fuse(torch.cat([up(x), skip], 1))
-        return self.head(self.body(x))                                  # (B, out, H / 2^field_level, W / 2^field_level)
+        return self.head(self.body(x))  # (B, out, H / 2^field_level, W / 2^field_level)
 
 
 @dataclass
@@ -137,23 +150,41 @@ class FlowPredictor(Configurable, nn.Module):
         region_input_downsample: the region predictor sees the frame shrunk by this (MRAA works at 1/4).
     """
 
-    def __init__(self, num_regions: int = 10, region_width: int = 16, region_depth: int = 2, background_width: int = 16,
-                 widths: list[int] = (16, 32, 64, 64), depth: int = 2, refine_passes: int = 2, field_downsample: int = 4,
-                 region_input_downsample: int = 2):
+    def __init__(
+        self,
+        num_regions: int = 10,
+        region_width: int = 16,
+        region_depth: int = 2,
+        background_width: int = 16,
+        widths: list[int] = (16, 32, 64, 64),
+        depth: int = 2,
+        refine_passes: int = 2,
+        field_downsample: int = 4,
+        region_input_downsample: int = 2,
+    ):
         super().__init__()
         self.field_level = int(math.log2(field_downsample))
-        if 2 ** self.field_level != field_downsample or len(widths) <= self.field_level:
-            raise ValueError(f"field_downsample must be a power of two below 2^len(widths); got {field_downsample}, {widths}")
+        if 2**self.field_level != field_downsample or len(widths) <= self.field_level:
+            raise ValueError(
+                f"field_downsample must be a power of two below 2^len(widths); got {field_downsample}, {widths}"
+            )
         self.num_regions, self.field_downsample = num_regions, field_downsample
         self.levels = len(widths)
-        self.regions = RegionPredictor(num_regions, region_width, region_depth, downsample=field_downsample,
-                                       input_downsample=region_input_downsample)
+        self.regions = RegionPredictor(
+            num_regions,
+            region_width,
+            region_depth,
+            downsample=field_downsample,
+            input_downsample=region_input_downsample,
+        )
         self.background = BackgroundMotionPredictor(background_width)
         k = num_regions + 1
         # first pass: part motions (2 per part + background), heatmap differences (K); out: mask (K + 1), dx, dy, w
         self.first = MotionPass(list(widths), self.field_level, 2 * k + num_regions, k + 3, depth)
         # refinement passes: the current field (dx, dy, w); out: corrections of dx, dy and w's logit
-        self.refine = nn.ModuleList([MotionPass(list(widths), self.field_level, 3, 3, depth) for _ in range(refine_passes)])
+        self.refine = nn.ModuleList(
+            [MotionPass(list(widths), self.field_level, 3, 3, depth) for _ in range(refine_passes)]
+        )
         with torch.no_grad():
             self.first.head.bias[0] = BACKGROUND_MASK_BIAS
             self.first.head.bias[k + 2] = INTENTION_INIT_LOGIT
@@ -169,15 +200,15 @@ class FlowPredictor(Configurable, nn.Module):
         """img0, imgk (B, 3, H, W) in [0, 1] -> :class:`FlowOutput` with p at (H, W) / field_downsample."""
         size = self.field_size(*img0.shape[-2:])
         r0, rk = self.regions(img0), self.regions(imgk)
-        motions = region_motions(r0, rk, self.background(img0, imgk), size)        # (B, K + 1, 2, h, w)
+        motions = region_motions(r0, rk, self.background(img0, imgk), size)  # (B, K + 1, 2, h, w)
         heat0, heatk = (resize_field(r.heatmap, size) for r in (r0, rk))
         heat_diff = (heatk - heat0) / heatk.amax((-2, -1), keepdim=True).clamp_min(1e-6)
         motion_px = normalised_to_pixels(motions, *size).flatten(1, 2) / FIELD_INPUT_PX
         out = self.first(evidence_pyramid(img0, imgk, self.levels), torch.cat([motion_px, heat_diff], 1))
         k = self.num_regions + 1
-        mask = torch.softmax(out[:, :k], 1)                                          # (B, K + 1, h, w)
-        displacement = torch.einsum("bkhw,bkchw->bchw", mask, motions) + pixels_to_normalised(out[:, k:k + 2], *size)
-        logit = out[:, k + 2:k + 3]
+        mask = torch.softmax(out[:, :k], 1)  # (B, K + 1, h, w)
+        displacement = torch.einsum("bkhw,bkchw->bchw", mask, motions) + pixels_to_normalised(out[:, k : k + 2], *size)
+        logit = out[:, k + 2 : k + 3]
         passes = [displacement]
         for refine in self.refine:
             # RAFT-style: the evidence after warping is an input, not a path for gradients to earlier passes
@@ -187,5 +218,5 @@ class FlowPredictor(Configurable, nn.Module):
             displacement = displacement + pixels_to_normalised(delta[:, :2], *size)
             logit = logit + delta[:, 2:3]
             passes.append(displacement)
-        field = torch.cat([displacement, torch.sigmoid(logit)], 1)                   # (B, 3, h, w)
+        field = torch.cat([displacement, torch.sigmoid(logit)], 1)  # (B, 3, h, w)
         return FlowOutput(field, passes, r0, rk)

@@ -1,4 +1,5 @@
 """Small building blocks shared by the stage-one networks (no training logic here)."""
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,9 @@ class ConvBlock(nn.Sequential):
     """conv -> GroupNorm -> SiLU."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1):
-        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2),
-                         norm(out_channels), nn.SiLU())
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2), norm(out_channels), nn.SiLU()
+        )
 
 
 class ResBlock(nn.Module):
@@ -33,8 +35,14 @@ class ResBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int | None = None, normalise: bool = True):
         super().__init__()
         out_channels = out_channels or in_channels
-        self.body = nn.Sequential(norm(in_channels, normalise), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1),
-                                  norm(out_channels, normalise), nn.SiLU(), nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.body = nn.Sequential(
+            norm(in_channels, normalise),
+            nn.SiLU(),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            norm(out_channels, normalise),
+            nn.SiLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ the posterior is a diagonal Gaussian (diffusers' ``DiagonalGaussianDistribution`
 displacements rescaled to order one and w mapped to [-1, 1]; the decoder returns displacements in the
 normalised units of :mod:`lvmm.warp` and w through a sigmoid, so D(z) is a field R can render directly.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,14 +35,22 @@ class MotionVAE(Configurable, nn.Module):
             rendered 1.7 dB below P's after 400 VAE steps, without it 0.0 dB).
     """
 
-    def __init__(self, latent_channels: int = 4, reduction: int = 8, width: int = 32, max_width: int = 128,
-                 num_res_blocks: int = 1, displacement_scale: float = 10.0, normalise: bool = False):
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        reduction: int = 8,
+        width: int = 32,
+        max_width: int = 128,
+        num_res_blocks: int = 1,
+        displacement_scale: float = 10.0,
+        normalise: bool = False,
+    ):
         super().__init__()
         levels = int(math.log2(reduction))
-        if 2 ** levels != reduction:
+        if 2**levels != reduction:
             raise ValueError(f"reduction must be a power of two, not {reduction}")
         self.latent_channels, self.reduction, self.displacement_scale = latent_channels, reduction, displacement_scale
-        widths = [min(width * 2 ** i, max_width) for i in range(levels + 1)]
+        widths = [min(width * 2**i, max_width) for i in range(levels + 1)]
 
         def blocks(c):
             return [ResBlock(c, normalise=normalise) for _ in range(num_res_blocks)]
@@ -49,8 +58,12 @@ class MotionVAE(Configurable, nn.Module):
         enc = [nn.Conv2d(3, widths[0], 3, padding=1), *blocks(widths[0])]
         for a, b in zip(widths[:-1], widths[1:]):
             enc += [Down(a, b, normalise), *blocks(b)[1:]]
-        enc += [ResBlock(widths[-1], normalise=normalise), norm(widths[-1], normalise), nn.SiLU(),
-                nn.Conv2d(widths[-1], 2 * latent_channels, 3, padding=1)]
+        enc += [
+            ResBlock(widths[-1], normalise=normalise),
+            norm(widths[-1], normalise),
+            nn.SiLU(),
+            nn.Conv2d(widths[-1], 2 * latent_channels, 3, padding=1),
+        ]
         self.encoder = nn.Sequential(*enc)
 
         dec = [nn.Conv2d(latent_channels, widths[-1], 3, padding=1), ResBlock(widths[-1], normalise=normalise)]

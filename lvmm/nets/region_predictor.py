@@ -13,6 +13,7 @@ the angle phi in (-90, 90] degrees of the first axis (closed form for 2x2, no SV
 frames). A part that turns across the +-90 degree boundary swaps its axes' labels, as it does in MRAA;
 the equivariance loss compares symmetric roots (:func:`sqrtm_2x2`), which have no such ambiguity.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,7 @@ class Regions:
 
 def sqrtm_2x2(m: torch.Tensor) -> torch.Tensor:
     """Symmetric square root of symmetric positive-definite (.., 2, 2) matrices, in closed form."""
-    s = torch.sqrt(torch.det(m).clamp_min(1e-12))                      # sqrt(det) = product of the roots' eigenvalues
+    s = torch.sqrt(torch.det(m).clamp_min(1e-12))  # sqrt(det) = product of the roots' eigenvalues
     t = torch.sqrt((m[..., 0, 0] + m[..., 1, 1] + 2 * s).clamp_min(1e-12))  # trace of the root
     eye = torch.eye(2, dtype=m.dtype, device=m.device)
     return (m + s[..., None, None] * eye) / t[..., None, None]
@@ -57,12 +58,12 @@ def principal_frame_2x2(m: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     the right eigenvalue for each column whatever their order. ``frame @ frame^T == m``.
     """
     a, b, c = m[..., 0, 0], m[..., 0, 1], m[..., 1, 1]
-    r = torch.sqrt((a - c) ** 2 + 4 * b ** 2 + eps)
+    r = torch.sqrt((a - c) ** 2 + 4 * b**2 + eps)
     cos2, sin2 = (a - c) / r, 2 * b / r
-    half = torch.stack([1 + cos2 + eps, sin2], -1)                     # (.., 2) along (cos phi, sin phi)
+    half = torch.stack([1 + cos2 + eps, sin2], -1)  # (.., 2) along (cos phi, sin phi)
     cos, sin = (half / half.norm(dim=-1, keepdim=True)).unbind(-1)
-    u = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)   # (.., 2, 2) rows
-    s = torch.diagonal(u.transpose(-1, -2) @ m @ u, dim1=-2, dim2=-1).clamp_min(eps)   # (.., 2)
+    u = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (.., 2, 2) rows
+    s = torch.diagonal(u.transpose(-1, -2) @ m @ u, dim1=-2, dim2=-1).clamp_min(eps)  # (.., 2)
     return u * s.sqrt()[..., None, :]
 
 
@@ -71,8 +72,8 @@ def heatmap_moments(heatmap: torch.Tensor) -> Regions:
     h, w = heatmap.shape[-2:]
     grid = rearrange(base_grid(h, w, heatmap.device, heatmap.dtype), "1 c h w -> 1 1 (h w) c")  # (1, 1, hw, 2)
     p = rearrange(heatmap, "b k h w -> b k (h w) 1")
-    shift = (p * grid).sum(2)                                          # (B, K, 2)
-    centred = grid - shift[:, :, None]                                 # (B, K, hw, 2)
+    shift = (p * grid).sum(2)  # (B, K, 2)
+    centred = grid - shift[:, :, None]  # (B, K, hw, 2)
     covar = torch.einsum("bkn,bkni,bknj->bkij", p[..., 0], centred, centred)
     covar = covar + COVARIANCE_EPS * torch.eye(2, dtype=covar.dtype, device=covar.device)
     return Regions(heatmap, shift, covar, principal_frame_2x2(covar))
@@ -91,14 +92,23 @@ class RegionPredictor(Configurable, nn.Module):
         temperature: softmax temperature of the heatmaps (lower = sharper parts).
     """
 
-    def __init__(self, num_regions: int = 10, width: int = 16, depth: int = 2, downsample: int = 4, temperature: float = 0.1,
-                 input_downsample: int = 1):
+    def __init__(
+        self,
+        num_regions: int = 10,
+        width: int = 16,
+        depth: int = 2,
+        downsample: int = 4,
+        temperature: float = 0.1,
+        input_downsample: int = 1,
+    ):
         super().__init__()
         levels = int(math.log2(downsample // input_downsample))
-        if 2 ** levels * input_downsample != downsample:
-            raise ValueError(f"downsample / input_downsample must be a power of two, not {downsample} / {input_downsample}")
+        if 2**levels * input_downsample != downsample:
+            raise ValueError(
+                f"downsample / input_downsample must be a power of two, not {downsample} / {input_downsample}"
+            )
         self.num_regions, self.temperature, self.input_downsample = num_regions, temperature, input_downsample
-        widths = [width * 2 ** i for i in range(levels + 1)]
+        widths = [width * 2**i for i in range(levels + 1)]
         self.stem = ConvBlock(3, width, kernel_size=7)
         self.down = nn.Sequential(*[Down(a, b) for a, b in zip(widths[:-1], widths[1:])])
         self.body = nn.Sequential(*[ResBlock(widths[-1]) for _ in range(depth)])
@@ -123,7 +133,7 @@ class BackgroundMotionPredictor(Configurable, nn.Module):
 
     def __init__(self, width: int = 16, levels: int = 4):
         super().__init__()
-        widths = [width * 2 ** i for i in range(levels + 1)]
+        widths = [width * 2**i for i in range(levels + 1)]
         self.stem = ConvBlock(6, width)
         self.down = nn.Sequential(*[ConvBlock(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:])])
         self.head = zero_init(nn.Conv2d(widths[-1], 6, 1))  # zero: the background starts still
@@ -132,7 +142,7 @@ class BackgroundMotionPredictor(Configurable, nn.Module):
         x = self.down(self.stem(torch.cat([img0, imgk], 1) * 2 - 1))
         delta = rearrange(self.head(x.mean((-2, -1), keepdim=True)), "b (i j) 1 1 -> b i j", i=2, j=3)
         identity = torch.eye(2, 3, dtype=delta.dtype, device=delta.device)
-        return identity + delta                                          # (B, 2, 3)
+        return identity + delta  # (B, 2, 3)
 
 
 def region_motions(source: Regions, driving: Regions, background: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -143,9 +153,9 @@ def region_motions(source: Regions, driving: Regions, background: torch.Tensor, 
     """
     h, w = size
     grid = rearrange(base_grid(h, w, background.device, background.dtype), "1 c h w -> 1 1 h w c")  # (1, 1, h, w, 2)
-    jac = source.affine @ torch.linalg.inv(driving.affine)                                         # (B, K, 2, 2)
-    rel = grid - driving.shift[:, :, None, None]                                                   # (B, K, h, w, 2)
-    parts = torch.einsum("bkij,bkhwj->bkhwi", jac, rel) + source.shift[:, :, None, None] - grid   # (B, K, h, w, 2)
+    jac = source.affine @ torch.linalg.inv(driving.affine)  # (B, K, 2, 2)
+    rel = grid - driving.shift[:, :, None, None]  # (B, K, h, w, 2)
+    parts = torch.einsum("bkij,bkhwj->bkhwi", jac, rel) + source.shift[:, :, None, None] - grid  # (B, K, h, w, 2)
     bg = torch.einsum("bij,bhwj->bhwi", background[:, :, :2], grid[:, 0].expand(len(background), -1, -1, -1))
-    bg = bg + background[:, None, None, :, 2] - grid[:, 0]                                         # (B, h, w, 2)
+    bg = bg + background[:, None, None, :, 2] - grid[:, 0]  # (B, h, w, 2)
     return rearrange(torch.cat([bg[:, None], parts], 1), "b k h w c -> b k c h w")

@@ -11,6 +11,7 @@ so that with w near 1 (how P starts) the renderer is exactly the warp baseline, 
 has to learn what warping cannot do (disocclusions, borders) where w drops (docs/design.md, Rendering as a blend: without
 the blend the measured probe ended 1.6 dB below copying I_0).
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,11 +54,11 @@ class Renderer(Configurable, nn.Module):
     def fill(self, pyramid: list[torch.Tensor], field: torch.Tensor) -> torch.Tensor:
         """The network's own rendering (what warping cannot do), before the blend: (B, 3, H, W) in [0, 1]."""
         d, w = field[:, :2], field[:, 2:3]
-        warped = [warp(f, d) * resize_field(w, f.shape[-2:]) for f in pyramid]   # occluded features fade out
+        warped = [warp(f, d) * resize_field(w, f.shape[-2:]) for f in pyramid]  # occluded features fade out
         x = self.body(warped[2])
         x = self.fuse1(torch.cat([self.up1(x), warped[1]], 1))
         x = self.fuse0(torch.cat([self.up2(x), warped[0]], 1))
-        return torch.sigmoid(self.out(x))                                         # (B, 3, H, W)
+        return torch.sigmoid(self.out(x))  # (B, 3, H, W)
 
     def decode(self, img0: torch.Tensor, pyramid: list[torch.Tensor], field: torch.Tensor) -> torch.Tensor:
         """Render frames from I_0 (B, 3, H, W), its pyramid and fields (B, 3, h, w) -> (B, 3, H, W) in [0, 1]."""
@@ -80,9 +81,9 @@ class Renderer(Configurable, nn.Module):
         t_total = fields.shape[1]
         chunks = []
         for start in range(0, t_total, chunk_size):
-            f = fields[:, start:start + chunk_size]                              # (B, t, 3, h, w)
+            f = fields[:, start : start + chunk_size]  # (B, t, 3, h, w)
             t = f.shape[1]
-            expand = lambda x: repeat(x, "b c h w -> (b t) c h w", t=t)  # noqa: E731
+            expand = lambda x: repeat(x, "b c h w -> (b t) c h w", t=t)
             frames = self.decode(expand(img0), [expand(p) for p in pyramid], f.flatten(0, 1))
             chunks.append(frames.unflatten(0, (-1, t)))
         return torch.cat(chunks, 1)

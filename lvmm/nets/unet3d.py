@@ -23,10 +23,11 @@ their size (docs/design.md, Sizes scale with the frame). The number of frames is
 No diffusion logic lives here: the network maps (x_t, t, conditions) to the raw model output, whose
 meaning (eps, v or x0) is the schedule's business (:mod:`lvmm.diffusion`).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +38,8 @@ from torch.utils.checkpoint import checkpoint
 from lvmm.checkpoint import Configurable
 from lvmm.nets.attention import CrossAttention, SpatialAttention, TemporalAttention, group_norm
 
-TIME_EMBED_MULT = 4        # width of the timestep embedding relative to model_channels (as in DDPM/ADM)
-MAX_PERIOD = 10000.0       # longest period of the sinusoidal timestep features
+TIME_EMBED_MULT = 4  # width of the timestep embedding relative to model_channels (as in DDPM/ADM)
+MAX_PERIOD = 10000.0  # longest period of the sinusoidal timestep features
 
 
 def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -73,7 +74,7 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = per_frame(self.conv1, F.silu(self.norm1(x)))                  # (B, Co, T, H, W)
+        h = per_frame(self.conv1, F.silu(self.norm1(x)))  # (B, Co, T, H, W)
         scale, shift = rearrange(self.emb(F.silu(emb)), "b (two c) -> two b c 1 1 1", two=2)
         h = self.norm2(h) * (1 + scale) + shift
         h = per_frame(self.conv2, self.dropout(F.silu(h)))
@@ -83,8 +84,18 @@ class ResBlock(nn.Module):
 class SpaceTimeLayer(nn.Module):
     """One factorised layer: residual block, [spatial + cross attention], temporal attention."""
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, context_dim: int, head_dim: int,
-                 attention: bool, max_frames: int, dropout: float, groups: int):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        emb_dim: int,
+        context_dim: int,
+        head_dim: int,
+        attention: bool,
+        max_frames: int,
+        dropout: float,
+        groups: int,
+    ):
         super().__init__()
         heads = max(1, out_channels // head_dim)
         self.res = ResBlock(in_channels, out_channels, emb_dim, dropout, groups)
@@ -146,12 +157,25 @@ class UNet3D(Configurable, nn.Module):
         gradient_checkpointing: recompute each layer's activations in the backward pass during training.
     """
 
-    def __init__(self, in_channels: int = 4, model_channels: int = 64, channel_mult: Sequence[int] = (1, 2, 4, 4),
-                 downsample: Sequence[bool] = (True, True, True, True), attention: Sequence[bool] = (False, True, True, True),
-                 num_res_blocks: int = 2, head_dim: int = 32, cond_dim: int = 1024, num_tokens: int = 2,
-                 tokens_in_embedding: bool = True, max_frames: int = 16, frame_features: int = 4,
-                 appearance_channels: int = 0, dropout: float = 0.0, groups: int = 32,
-                 gradient_checkpointing: bool = False):
+    def __init__(
+        self,
+        in_channels: int = 4,
+        model_channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 4, 4),
+        downsample: Sequence[bool] = (True, True, True, True),
+        attention: Sequence[bool] = (False, True, True, True),
+        num_res_blocks: int = 2,
+        head_dim: int = 32,
+        cond_dim: int = 1024,
+        num_tokens: int = 2,
+        tokens_in_embedding: bool = True,
+        max_frames: int = 16,
+        frame_features: int = 4,
+        appearance_channels: int = 0,
+        dropout: float = 0.0,
+        groups: int = 32,
+        gradient_checkpointing: bool = False,
+    ):
         super().__init__()
         if not (len(channel_mult) == len(downsample) == len(attention)):
             raise ValueError("channel_mult, downsample and attention need one entry per stage")
@@ -169,18 +193,26 @@ class UNet3D(Configurable, nn.Module):
         # Per-slot standardisation of the given tokens, set from data by the training module (identity
         # until then). ImageBind embeddings of one corpus share a large common direction; what tells two
         # captions apart is a small part of each vector, which centring makes the whole of it.
-        self.register_buffer("token_mean", torch.zeros(num_tokens, cond_dim))   # (S, D)
-        self.register_buffer("token_scale", torch.ones(num_tokens, 1))          # (S, 1)
+        self.register_buffer("token_mean", torch.zeros(num_tokens, cond_dim))  # (S, D)
+        self.register_buffer("token_scale", torch.ones(num_tokens, 1))  # (S, 1)
         self.context_proj = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, emb_dim))
         self.slot_embed = nn.Parameter(torch.zeros(num_tokens, emb_dim))
         self.token_embed = nn.Linear(num_tokens * emb_dim, emb_dim) if tokens_in_embedding else None
         # z0 -> v_1..v_max_frames: one feature map per frame index, computed in one convolution.
         self.frame_embed = nn.Sequential(
-            nn.Conv2d(in_channels, model_channels, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(model_channels, frame_features * max_frames, 3, padding=1))
+            nn.Conv2d(in_channels, model_channels, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(model_channels, frame_features * max_frames, 3, padding=1),
+        )
 
-        layer = dict(emb_dim=emb_dim, context_dim=emb_dim, head_dim=head_dim, max_frames=max_frames,
-                     dropout=dropout, groups=groups)
+        layer = dict(
+            emb_dim=emb_dim,
+            context_dim=emb_dim,
+            head_dim=head_dim,
+            max_frames=max_frames,
+            dropout=dropout,
+            groups=groups,
+        )
         ch = model_channels
         self.conv_in = nn.Conv2d(in_channels + frame_features + appearance_channels, ch, 3, padding=1)
         self.down_layers, self.down_samplers, skip_channels = nn.ModuleList(), nn.ModuleList(), []
@@ -194,7 +226,9 @@ class UNet3D(Configurable, nn.Module):
             self.down_layers.append(stage)
             self.down_samplers.append(Downsample(ch) if down else nn.Identity())
 
-        self.mid = nn.ModuleList([SpaceTimeLayer(ch, ch, attention=True, **layer), SpaceTimeLayer(ch, ch, attention=True, **layer)])
+        self.mid = nn.ModuleList(
+            [SpaceTimeLayer(ch, ch, attention=True, **layer), SpaceTimeLayer(ch, ch, attention=True, **layer)]
+        )
 
         self.up_samplers, self.up_layers = nn.ModuleList(), nn.ModuleList()
         for mult, down, attn in reversed(list(zip(channel_mult, downsample, attention))):
@@ -215,12 +249,16 @@ class UNet3D(Configurable, nn.Module):
     def set_token_statistics(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
         """Standardise given tokens as ``(token - mean) / scale`` from now on: mean (S, D), scale (S,)."""
         if mean.shape != self.token_mean.shape or scale.numel() != self.num_tokens:
-            raise ValueError(f"token statistics of shapes {tuple(mean.shape)}, {tuple(scale.shape)}; "
-                             f"expected {tuple(self.token_mean.shape)} and ({self.num_tokens},)")
+            raise ValueError(
+                f"token statistics of shapes {tuple(mean.shape)}, {tuple(scale.shape)}; "
+                f"expected {tuple(self.token_mean.shape)} and ({self.num_tokens},)"
+            )
         self.token_mean.copy_(mean)
         self.token_scale.copy_(scale.reshape(self.num_tokens, 1))
 
-    def condition_tokens(self, tokens: torch.Tensor | None, token_mask: torch.Tensor | None, batch: int) -> torch.Tensor:
+    def condition_tokens(
+        self, tokens: torch.Tensor | None, token_mask: torch.Tensor | None, batch: int
+    ) -> torch.Tensor:
         """The tokens the network attends to, standardised, with null tokens where masked or absent: (B, S, D).
 
         Standardised tokens are brought to length sqrt(D) (the typical length of a standardised token):
@@ -241,28 +279,39 @@ class UNet3D(Configurable, nn.Module):
             return checkpoint(layer, *args, use_reentrant=False)
         return layer(*args)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, tokens: torch.Tensor | None = None,
-                token_mask: torch.Tensor | None = None, appearance: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        z0: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
+        appearance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Denoiser output for x_t (B, C, T, h, w) at timesteps t (B,); see the module docs for the conditions."""
         b, _, n_frames, h, w = x.shape
         if n_frames > self.max_frames:
             raise ValueError(f"{n_frames} frames, but the network was built for at most {self.max_frames}")
         if h % self.downsample_factor or w % self.downsample_factor:
-            raise ValueError(f"latent size {h}x{w} is not divisible by the U-Net's down-sampling {self.downsample_factor}")
+            raise ValueError(
+                f"latent size {h}x{w} is not divisible by the U-Net's down-sampling {self.downsample_factor}"
+            )
         if (appearance is None) != (self.appearance_channels == 0):
-            raise ValueError(f"appearance map {'missing' if appearance is None else 'given'}, "
-                             f"but appearance_channels={self.appearance_channels}")
+            raise ValueError(
+                f"appearance map {'missing' if appearance is None else 'given'}, "
+                f"but appearance_channels={self.appearance_channels}"
+            )
 
         emb = self.time_embed(timestep_features(t.expand(b) if t.ndim == 0 else t, self.model_channels))  # (B, E)
-        context = self.context_proj(self.condition_tokens(tokens, token_mask, b)) + self.slot_embed      # (B, S, E)
+        context = self.context_proj(self.condition_tokens(tokens, token_mask, b)) + self.slot_embed  # (B, S, E)
         if self.token_embed is not None:
             emb = emb + self.token_embed(context.flatten(1))
 
         frames = rearrange(self.frame_embed(z0), "b (k c) h w -> b c k h w", k=self.max_frames)[:, :, :n_frames]
-        inputs = [x, frames.to(x.dtype)]                                     # (B, C, T, h, w), (B, F, T, h, w)
+        inputs = [x, frames.to(x.dtype)]  # (B, C, T, h, w), (B, F, T, h, w)
         if appearance is not None:
             inputs.append(repeat(appearance.to(x.dtype), "b c h w -> b c t h w", t=n_frames))
-        hidden = per_frame(self.conv_in, torch.cat(inputs, dim=1))         # (B, ch, T, h, w)
+        hidden = per_frame(self.conv_in, torch.cat(inputs, dim=1))  # (B, ch, T, h, w)
 
         skips = []
         for stage, down in zip(self.down_layers, self.down_samplers):
@@ -276,4 +325,4 @@ class UNet3D(Configurable, nn.Module):
             hidden = up(hidden)
             for layer in stage:
                 hidden = self._run(layer, torch.cat([hidden, skips.pop()], dim=1), emb, context)
-        return per_frame(self.conv_out, F.silu(self.norm_out(hidden)))    # (B, C, T, h, w)
+        return per_frame(self.conv_out, F.silu(self.norm_out(hidden)))  # (B, C, T, h, w)

@@ -16,6 +16,7 @@ GPU peak memory is ``torch.cuda.max_memory_allocated`` of that measurement alone
 average is printed because on a shared machine small (tiny) forwards are dominated by thread
 contention; ``--threads 1`` steadies them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,12 @@ import torch
 
 from lvmm.imagebind import ImageBind, get_tokenizer
 
-BENCH_TEXTS = ["a photo of a dog running on the beach", "a red car", "the sound of rain on a window", "an astronaut riding a horse"]
+BENCH_TEXTS = [
+    "a photo of a dog running on the beach",
+    "a red car",
+    "the sound of rain on a window",
+    "an astronaut riding a horse",
+]
 KIB = 1024
 TINY_MIN_ITERS = 10
 
@@ -41,7 +47,9 @@ def make_input(modality: str, batch: int, device: torch.device) -> torch.Tensor:
     return ids.to(device)
 
 
-def measure(model: ImageBind, modality: str, batch: int, iters: int, warmup: int, device: torch.device, bf16: bool) -> dict:
+def measure(
+    model: ImageBind, modality: str, batch: int, iters: int, warmup: int, device: torch.device, bf16: bool
+) -> dict:
     x = make_input(modality, batch, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
@@ -70,9 +78,19 @@ def run_device(device: torch.device, args) -> list[str]:
     iters = args.iters or (10 if on_gpu else 2)
     warmup = args.warmup if args.warmup is not None else (3 if on_gpu else 1)
     # (label, config, bf16); the first row of each modality is the baseline.
-    runs = [("huge fp32", "huge", False), ("huge bf16", "huge", True)] if on_gpu else [("tiny fp32", "tiny", False), ("huge fp32", "huge", False)]
-    where = torch.cuda.get_device_name(device) if on_gpu else f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
-    lines = [f"device {device} ({where}), batch {batch}, {iters} timed iters after {warmup} warm-up (tiny: at least {TINY_MIN_ITERS})"]
+    runs = (
+        [("huge fp32", "huge", False), ("huge bf16", "huge", True)]
+        if on_gpu
+        else [("tiny fp32", "tiny", False), ("huge fp32", "huge", False)]
+    )
+    where = (
+        torch.cuda.get_device_name(device)
+        if on_gpu
+        else f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
+    )
+    lines = [
+        f"device {device} ({where}), batch {batch}, {iters} timed iters after {warmup} warm-up (tiny: at least {TINY_MIN_ITERS})"
+    ]
     lines.append(f"{'modality':8} {'model':10} {'emb/s':>10} {'latency ms':>11} {'peak MiB':>9} {'ratio':>8}")
     for modality in args.modalities:
         base = None
@@ -99,7 +117,9 @@ def run_device(device: torch.device, args) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CPU, plus the GPU when there is one")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CPU, plus the GPU when there is one"
+    )
     parser.add_argument("--batch", type=int, help="batch size (default 1 on CPU, 32 on GPU)")
     parser.add_argument("--iters", type=int, help="timed iterations (default 2 on CPU, 10 on GPU)")
     parser.add_argument("--warmup", type=int, help="untimed iterations first (default 1 on CPU, 3 on GPU)")

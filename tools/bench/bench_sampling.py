@@ -11,6 +11,7 @@ guidance's extra cost as a ratio. Weights are random: time does not depend on th
 
 DDPM-1000 runs at the shortest clip length only unless ``--all-1000`` (at 40 frames it takes minutes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,15 @@ from lvmm.diffusion.guidance import LoopGuidance  # noqa: E402
 from lvmm.diffusion.sampling import sample_motion  # noqa: E402
 from lvmm.diffusion.schedules import DiffusionConfig  # noqa: E402
 
-RUNS = (("ddpm", 20), ("ddpm", 50), ("ddpm", 1000), ("ddim", 20), ("ddim", 50), ("dpmsolver++", 20), ("dpmsolver++", 50))
+RUNS = (
+    ("ddpm", 20),
+    ("ddpm", 50),
+    ("ddpm", 1000),
+    ("ddim", 20),
+    ("ddim", 50),
+    ("dpmsolver++", 20),
+    ("dpmsolver++", 50),
+)
 LOOP_WEIGHT = 300.0
 
 
@@ -54,9 +63,20 @@ def main() -> None:
 
     def seconds(sampler: str, steps: int, guided: bool, frames: int) -> float:
         t0 = time.perf_counter()
-        sample_motion(unet, config, batch["z0"], batch["img_emb"], batch["txt_emb"], num_frames=frames,
-                      seeds=range(args.batch), latent_scale=10.0, sampler=sampler, steps=steps, guidance_scale=1.0,
-                      guidance=[loop] if guided else [])
+        sample_motion(
+            unet,
+            config,
+            batch["z0"],
+            batch["img_emb"],
+            batch["txt_emb"],
+            num_frames=frames,
+            seeds=range(args.batch),
+            latent_scale=10.0,
+            sampler=sampler,
+            steps=steps,
+            guidance_scale=1.0,
+            guidance=[loop] if guided else [],
+        )
         return (time.perf_counter() - t0) / args.batch
 
     seconds("ddim", 2, True, min(args.frames))  # warm-up
@@ -67,7 +87,10 @@ def main() -> None:
             if steps == 1000 and (args.no_1000 or (frames != min(args.frames) and not args.all_1000)):
                 continue
             plain, guided = seconds(sampler, steps, False, frames), seconds(sampler, steps, True, frames)
-            print(f"{frames:>4} {sampler:>12} {steps:>6} {plain:>10.3f} {guided:>15.3f} {guided / plain:>9.2f}x", flush=True)
+            print(
+                f"{frames:>4} {sampler:>12} {steps:>6} {plain:>10.3f} {guided:>15.3f} {guided / plain:>9.2f}x",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ writer can avoid. Takes well under a minute with the defaults.
 
     python tools/bench/bench_shards.py [--videos 6] [--frames 96] [--size 256] [--workers 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,18 +74,30 @@ def main(argv=None) -> int:
         paths = [Path(s.path) for s in sources if s.kind == "video"]
         raw_decode(paths[:1])  # warm up codecs and caches
         import webdataset  # noqa: F401  (imports torch: a one-off cost that is not throughput)
+
         frames, seconds = raw_decode(paths)
         raw_clips_per_s = frames / args.clip_len / seconds
-        print(f"inputs: {len(paths)} videos, {frames} frames; out {args.out_size}x{args.out_size}, "
-              f"clips of {args.clip_len}, workers {args.workers}")
+        print(
+            f"inputs: {len(paths)} videos, {frames} frames; out {args.out_size}x{args.out_size}, "
+            f"clips of {args.clip_len}, workers {args.workers}"
+        )
         print(f"PyAV raw decode: {frames / seconds:8.1f} frames/s = {raw_clips_per_s:7.1f} clips/s")
         for fmt in ("npy", "mp4"):
             settings = ShardSettings(size=(args.out_size, args.out_size), clip_len=args.clip_len, fmt=fmt)
-            summary = write_shards(sources, tmp / f"shards-{fmt}", "bench", settings, workers=args.workers,
-                                   progress=False, log=lambda m: print(m, file=sys.stderr))
+            summary = write_shards(
+                sources,
+                tmp / f"shards-{fmt}",
+                "bench",
+                settings,
+                workers=args.workers,
+                progress=False,
+                log=lambda m: print(m, file=sys.stderr),
+            )
             rate = summary.clips / summary.seconds
-            print(f"write_shards {fmt:>3}: {rate:8.1f} clips/s, {rate / raw_clips_per_s:5.2f} x raw decode "
-                  f"({summary.clips} clips in {summary.seconds:.1f} s)")
+            print(
+                f"write_shards {fmt:>3}: {rate:8.1f} clips/s, {rate / raw_clips_per_s:5.2f} x raw decode "
+                f"({summary.clips} clips in {summary.seconds:.1f} s)"
+            )
     return 0
 
 

@@ -9,6 +9,7 @@ from the YAML's ``model`` section, fed random frames of the config's size (no da
 ``--batch-size`` pairs per step (8 by default, so CPU runs stay short; 0 for each config's own), and timed over ``--steps`` optimiser steps after one warm-up
 step, with every loss of the schedule switched on. Ratios are against the first config measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,12 @@ def _model_and_batch(config: str, batch_size: int | None):
     b = batch_size or data.get("batch_size", 8) * (model.hparams.pairs_per_clip if data.get("mode") == "clips" else 1)
     g = torch.Generator().manual_seed(0)
     img0 = torch.rand(b, 3, h, w, generator=g)
-    batch = {"img0": img0, "imgk": torch.roll(img0, 1, -1), "flow": torch.zeros(b, 2, h, w), "has_flow": torch.ones(b, dtype=torch.bool)}
+    batch = {
+        "img0": img0,
+        "imgk": torch.roll(img0, 1, -1),
+        "flow": torch.zeros(b, 2, h, w),
+        "has_flow": torch.ones(b, dtype=torch.bool),
+    }
     return model, batch, cfg
 
 
@@ -75,11 +81,19 @@ def run_one(config: str, steps: int, batch_size: int | None, device: str, thread
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     n = len(batch["img0"])
-    out = {"config": config, "device": device, "batch": n, "size": list(batch["img0"].shape[-2:]), "steps": steps,
-           "bf16": bf16, "step_s": elapsed / steps, "samples_per_s": n * steps / elapsed,
-           "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    out = {
+        "config": config,
+        "device": device,
+        "batch": n,
+        "size": list(batch["img0"].shape[-2:]),
+        "steps": steps,
+        "bf16": bf16,
+        "step_s": elapsed / steps,
+        "samples_per_s": n * steps / elapsed,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
     if device == "cuda":
-        out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
         out["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         out["peak_mem_over_start_mb"] = out["peak_mem_mb"] - rss_before
@@ -90,8 +104,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="*", default=None)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=8,
-                   help="pairs per step for every config (0: each config's own batch size, e.g. 32 at 128 px)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="pairs per step for every config (0: each config's own batch size, e.g. 32 at 128 px)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default=None)
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -108,7 +126,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         jobs += [(c, "cuda") for c in GPU_CONFIGS]
     results = []
     for config, device in jobs:
-        cmd = [sys.executable, __file__, "--one", config, "--steps", str(args.steps), "--threads", str(args.threads), "--device", device]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            config,
+            "--steps",
+            str(args.steps),
+            "--threads",
+            str(args.threads),
+            "--device",
+            device,
+        ]
         if args.batch_size:
             cmd += ["--batch-size", str(args.batch_size)]
         elif device == "cpu":
@@ -121,11 +150,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not results:
         return results
     base = results[0]
-    print(f"{'config':<34} {'dev':<5} {'batch':>5} {'size':>9} {'step s':>8} {'samples/s':>10} {'x base':>7} {'peak MB':>9} {'x base':>7}")
+    print(
+        f"{'config':<34} {'dev':<5} {'batch':>5} {'size':>9} {'step s':>8} {'samples/s':>10} {'x base':>7} {'peak MB':>9} {'x base':>7}"
+    )
     for r in results:
-        print(f"{r['config']:<34} {r['device']:<5} {r['batch']:>5} {'x'.join(map(str, r['size'])):>9} {r['step_s']:8.3f} "
-              f"{r['samples_per_s']:10.2f} {r['samples_per_s'] / base['samples_per_s']:7.3f} {r['peak_mem_mb']:9.0f} "
-              f"{r['peak_mem_mb'] / base['peak_mem_mb']:7.2f}")
+        print(
+            f"{r['config']:<34} {r['device']:<5} {r['batch']:>5} {'x'.join(map(str, r['size'])):>9} {r['step_s']:8.3f} "
+            f"{r['samples_per_s']:10.2f} {r['samples_per_s'] / base['samples_per_s']:7.3f} {r['peak_mem_mb']:9.0f} "
+            f"{r['peak_mem_mb'] / base['peak_mem_mb']:7.2f}"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return results

@@ -11,6 +11,7 @@ the same device and dtype.
     python tools/bench/bench_stage2.py                 # tiny and 128 on CPU, 512 if a GPU is present
     python tools/bench/bench_stage2.py --configs tiny --steps 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ from lvmm.checkpoint import build  # noqa: E402
 from lvmm.diffusion.schedules import Diffusion, DiffusionConfig  # noqa: E402
 
 # name: (config file, batch on CPU, batch on GPU, latent size, frames)
-CONFIGS = {"tiny": ("tiny.yaml", 16, 64, 8, 8), "128": ("mug_128.yaml", 1, 16, 16, 40),
-           "512": ("general_512.yaml", None, 5, 16, 8)}
+CONFIGS = {
+    "tiny": ("tiny.yaml", 16, 64, 8, 8),
+    "128": ("mug_128.yaml", 1, 16, 16, 40),
+    "512": ("general_512.yaml", None, 5, 16, 8),
+}
 MATMUL_SIZE = 2048
 
 
@@ -44,7 +48,7 @@ def matmul_flops_per_s(device: torch.device, dtype: torch.dtype, repeats: int = 
     for _ in range(repeats):
         a @ b
     sync(device)
-    return 2 * MATMUL_SIZE ** 3 * repeats / (time.perf_counter() - t0)
+    return 2 * MATMUL_SIZE**3 * repeats / (time.perf_counter() - t0)
 
 
 def sync(device: torch.device) -> None:
@@ -53,14 +57,20 @@ def sync(device: torch.device) -> None:
 
 
 def make_batch(batch: int, frames: int, size: int, cond_dim: int, device) -> dict:
-    return {"x0": torch.randn(batch, 4, frames, size, size, device=device), "z0": torch.randn(batch, 4, size, size, device=device),
-            "tokens": torch.randn(batch, 2, cond_dim, device=device), "token_mask": torch.ones(batch, 2, dtype=torch.bool, device=device)}
+    return {
+        "x0": torch.randn(batch, 4, frames, size, size, device=device),
+        "z0": torch.randn(batch, 4, size, size, device=device),
+        "tokens": torch.randn(batch, 2, cond_dim, device=device),
+        "token_mask": torch.ones(batch, 2, dtype=torch.bool, device=device),
+    }
 
 
 def bench(name: str, device: torch.device, steps: int) -> dict:
     cfg_file, cpu_batch, gpu_batch, size, frames = CONFIGS[name]
     batch = gpu_batch if device.type == "cuda" else cpu_batch
-    unet = build(yaml.safe_load(open(ROOT / "configs/stage2" / cfg_file))["model"]["init_args"]["unet"]).to(device).train()
+    unet = (
+        build(yaml.safe_load(open(ROOT / "configs/stage2" / cfg_file))["model"]["init_args"]["unet"]).to(device).train()
+    )
     diffusion = Diffusion(DiffusionConfig())
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -74,10 +84,13 @@ def bench(name: str, device: torch.device, steps: int) -> dict:
         opt.step()
 
     from torch.utils.flop_counter import FlopCounterMode
+
     one = {k: v[:1] for k, v in data.items()}
     with FlopCounterMode(display=False) as counter:
         with autocast:
-            loss = diffusion.training_loss(lambda x, t: unet(x, t, one["z0"], one["tokens"], one["token_mask"]), one["x0"])
+            loss = diffusion.training_loss(
+                lambda x, t: unet(x, t, one["z0"], one["tokens"], one["token_mask"]), one["x0"]
+            )
         loss.backward()
     flops_per_clip = counter.get_total_flops()
     opt.zero_grad(set_to_none=True)
@@ -91,14 +104,27 @@ def bench(name: str, device: torch.device, steps: int) -> dict:
         step(data)
     sync(device)
     seconds = (time.perf_counter() - t0) / steps
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     params = sum(p.numel() for p in unet.parameters())
     del unet, opt, data
-    return {"config": name, "device": device.type, "batch": batch, "frames": frames, "latent": f"4x{size}x{size}",
-            "params_M": params / 1e6, "s_per_step": seconds, "clips_per_s": batch / seconds,
-            "gflop_per_clip": flops_per_clip / 1e9, "achieved_gflop_per_s": flops_per_clip * batch / seconds / 1e9,
-            "peak_memory_gib": peak / 2 ** 30, "peak_kind": "cuda allocated" if device.type == "cuda" else "process RSS"}
+    return {
+        "config": name,
+        "device": device.type,
+        "batch": batch,
+        "frames": frames,
+        "latent": f"4x{size}x{size}",
+        "params_M": params / 1e6,
+        "s_per_step": seconds,
+        "clips_per_s": batch / seconds,
+        "gflop_per_clip": flops_per_clip / 1e9,
+        "achieved_gflop_per_s": flops_per_clip * batch / seconds / 1e9,
+        "peak_memory_gib": peak / 2**30,
+        "peak_kind": "cuda allocated" if device.type == "cuda" else "process RSS",
+    }
 
 
 def main() -> None:
@@ -114,7 +140,10 @@ def main() -> None:
     baselines = {"cpu": matmul_flops_per_s(cpu, torch.float32)}
     if gpu is not None:
         baselines["cuda"] = matmul_flops_per_s(gpu, torch.bfloat16)
-    print(f"baseline dense matmul ({MATMUL_SIZE}^3): " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in baselines.items()))
+    print(
+        f"baseline dense matmul ({MATMUL_SIZE}^3): "
+        + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in baselines.items())
+    )
     rows = []
     for name in args.configs.split(","):
         if name == "512" and gpu is None:
@@ -124,15 +153,20 @@ def main() -> None:
         r = bench(name, device, args.steps)
         r["utilisation_vs_matmul"] = r["achieved_gflop_per_s"] * 1e9 / baselines[r["device"]]
         rows.append(r)
-        print(f"{name:>5} [{r['device']}] {r['params_M']:.2f} M params, batch {r['batch']} x {r['frames']} frames "
-              f"{r['latent']}: {r['s_per_step']:.3f} s/step, {r['clips_per_s']:.2f} clips/s, "
-              f"{r['gflop_per_clip']:.2f} GFLOP/clip (fwd+bwd), {r['achieved_gflop_per_s']:.1f} GFLOP/s = "
-              f"{r['utilisation_vs_matmul']:.2f} x matmul, peak {r['peak_memory_gib']:.2f} GiB ({r['peak_kind']})", flush=True)
+        print(
+            f"{name:>5} [{r['device']}] {r['params_M']:.2f} M params, batch {r['batch']} x {r['frames']} frames "
+            f"{r['latent']}: {r['s_per_step']:.3f} s/step, {r['clips_per_s']:.2f} clips/s, "
+            f"{r['gflop_per_clip']:.2f} GFLOP/clip (fwd+bwd), {r['achieved_gflop_per_s']:.1f} GFLOP/s = "
+            f"{r['utilisation_vs_matmul']:.2f} x matmul, peak {r['peak_memory_gib']:.2f} GiB ({r['peak_kind']})",
+            flush=True,
+        )
     if len(rows) > 1:
         base = rows[0]
         for r in rows[1:]:
-            print(f"{r['config']} vs {base['config']}: {r['gflop_per_clip'] / base['gflop_per_clip']:.1f}x FLOPs per clip, "
-                  f"{base['clips_per_s'] / r['clips_per_s']:.1f}x time per clip")
+            print(
+                f"{r['config']} vs {base['config']}: {r['gflop_per_clip'] / base['gflop_per_clip']:.1f}x FLOPs per clip, "
+                f"{base['clips_per_s'] / r['clips_per_s']:.1f}x time per clip"
+            )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ other and against the true clips.
 
     python tools/bench/sampler_agreement.py --train-seconds 240 --samples 32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
-from lvmm.checkpoint import build  # noqa: E402
-from lvmm.datasets.latent import SyntheticLatentDataModule, collate, synthetic_decode  # noqa: E402
-from lvmm.stages.stage_two import StageTwo  # noqa: E402
+from lvmm.checkpoint import build
+from lvmm.datasets.latent import SyntheticLatentDataModule, collate, synthetic_decode
+from lvmm.stages.stage_two import StageTwo
 
-REFERENCE_FRAME = 64   # report displacements in pixels of a 64-pixel frame (the procedural data's scale)
+REFERENCE_FRAME = 64  # report displacements in pixels of a 64-pixel frame (the procedural data's scale)
 SAMPLERS = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20))
 
 
@@ -44,9 +45,17 @@ def train(args) -> StageTwo:
     unet = build(cfg.pop("unet"))
     module = StageTwo(unet, **{k: v for k, v in cfg.items() if not k.startswith("media")})
     data = SyntheticLatentDataModule(size=8, num_frames=8, emb_dim=1024, train_length=4096, batch_size=args.batch_size)
-    trainer = pl.Trainer(accelerator="cpu", max_time={"seconds": args.train_seconds}, max_steps=args.max_steps,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0,
-                         callbacks=[EMAWeightAveraging(decay=args.ema_decay)], enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_time={"seconds": args.train_seconds},
+        max_steps=args.max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        callbacks=[EMAWeightAveraging(decay=args.ema_decay)],
+        enable_model_summary=False,
+    )
     t0 = time.time()
     trainer.fit(module, data)
     print(f"trained {trainer.global_step} steps in {time.time() - t0:.0f} s, latent_scale={module.latent_scale:.2f}")
@@ -75,8 +84,9 @@ def main() -> None:
     seconds = {}
     for sampler, steps in SAMPLERS:
         t0 = time.time()
-        z = module.generate(held_out, seeds=range(args.samples), sampler=sampler, steps=steps,
-                            guidance_scale=args.guidance_scale)
+        z = module.generate(
+            held_out, seeds=range(args.samples), sampler=sampler, steps=steps, guidance_scale=args.guidance_scale
+        )
         seconds[f"{sampler}-{steps}"] = time.time() - t0
         rows[f"{sampler}-{steps}"] = magnitude_per_frame(z)
         print(f"{sampler}-{steps}: {seconds[f'{sampler}-{steps}']:.1f} s for {args.samples} clips", flush=True)
@@ -89,17 +99,31 @@ def main() -> None:
     ref = rows["ddpm-1000"]
     summary = {}
     for k, v in rows.items():
-        summary[k] = {"mean": v.mean().item(), "spread": v.std(0).mean().item(),
-                      "mean_abs_diff_of_frame_means_vs_ddpm": (v.mean(0) - ref.mean(0)).abs().mean().item(),
-                      "mean_abs_diff_of_frame_spreads_vs_ddpm": (v.std(0) - ref.std(0)).abs().mean().item()}
+        summary[k] = {
+            "mean": v.mean().item(),
+            "spread": v.std(0).mean().item(),
+            "mean_abs_diff_of_frame_means_vs_ddpm": (v.mean(0) - ref.mean(0)).abs().mean().item(),
+            "mean_abs_diff_of_frame_spreads_vs_ddpm": (v.std(0) - ref.std(0)).abs().mean().item(),
+        }
     print("\nsummary (over frames):")
     for k, s in summary.items():
-        print(f"  {k:>16}: mean {s['mean']:.3f}  spread {s['spread']:.3f}  |d mean| vs DDPM "
-              f"{s['mean_abs_diff_of_frame_means_vs_ddpm']:.3f}  |d spread| vs DDPM {s['mean_abs_diff_of_frame_spreads_vs_ddpm']:.3f}")
+        print(
+            f"  {k:>16}: mean {s['mean']:.3f}  spread {s['spread']:.3f}  |d mean| vs DDPM "
+            f"{s['mean_abs_diff_of_frame_means_vs_ddpm']:.3f}  |d spread| vs DDPM {s['mean_abs_diff_of_frame_spreads_vs_ddpm']:.3f}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "seconds": seconds,
-                                         "per_frame": {k: {"mean": v.mean(0).tolist(), "spread": v.std(0).tolist()}
-                                                       for k, v in rows.items()}}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "summary": summary,
+                    "seconds": seconds,
+                    "per_frame": {
+                        k: {"mean": v.mean(0).tolist(), "spread": v.std(0).tolist()} for k, v in rows.items()
+                    },
+                },
+                indent=1,
+            )
+        )
 
 
 def _held_out(n: int):
