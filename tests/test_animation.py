@@ -11,7 +11,7 @@ from helpers_stage2 import tiny_unet
 
 import lvmm.imagebind.encoder as ib_encoder
 import lvmm.rendering as rendering
-from lvmm.animation import AnimationOptions, Animator, PaddedDenoiser
+from lvmm.animation import AnimationOptions, Animator, PaddedDenoiser, close_loop
 from lvmm.diffusion.schedules import DiffusionConfig
 from lvmm.evaluation.motion_metrics import mean_magnitude, pop_ratio, sharpness, wrap_ratio
 from lvmm.media import read_video, to_float, write_image
@@ -129,6 +129,35 @@ def test_loops_play_frames_1_to_k_minus_1_and_slow_loops_cross_the_wrap(checkpoi
     # the last slow field lies between field K-1 and field 1: the wrap is interpolated, not a repeated frame
     torch.testing.assert_close(slow.fields[-1], loop.fields[-1] + (loop.fields[0] - loop.fields[-1]) * 2 / 3)
     assert loop.metrics["wrap_frames"] == pytest.approx(wrap_ratio(loop.frames))
+
+
+def test_close_loop_makes_the_wrap_an_ordinary_step():
+    g = torch.Generator().manual_seed(0)
+    fields = torch.randn(2, 6, 3, 4, 5, generator=g).cumsum(1)  # (B, K, C, h, w): a walk that does not return
+    closed = close_loop(fields)
+    torch.testing.assert_close(closed[:, -1], closed[:, 0])  # f'_K = f'_1 = f_1
+    torch.testing.assert_close(closed[:, 0], fields[:, 0])
+    # every step changes by the same share of the mismatch, so played 1..K-1 the wrap K-1 -> 1 is step K-1 -> K
+    steps = closed.diff(dim=1) - fields.diff(dim=1)
+    torch.testing.assert_close(steps, (fields[:, -1:] - fields[:, :1]).expand_as(steps) / -5)
+    already = torch.cat([fields[:, :5], fields[:, :1]], dim=1)
+    torch.testing.assert_close(close_loop(already), already)  # a closed loop is left as it is
+
+
+def test_loop_closure_is_applied_to_loops_only_and_can_be_switched_off(checkpoints):
+    animator = Animator.from_checkpoints(checkpoints["stage2"])
+    photo = _photo(64, 80)
+    closed = animator.animate(photo, [0], AnimationOptions(steps=2, loop_guidance=1.0))[0]
+    open_ = animator.animate(photo, [0], AnimationOptions(steps=2, loop_guidance=1.0, loop_closure=False))[0]
+    # a weak guidance leaves a mismatch c = f_K - f_1; closure subtracts (k - 1) / (K - 1) * c from field k
+    delta = closed.fields - open_.fields  # (K-1, 3, h, w), the played fields 1..K-1
+    assert float(delta[1].abs().max()) > 1e-4
+    torch.testing.assert_close(delta[0], torch.zeros_like(delta[0]))
+    ramp = torch.arange(delta.shape[0], dtype=delta.dtype).view(-1, 1, 1, 1)
+    torch.testing.assert_close(delta, ramp * delta[1:2], atol=1e-5, rtol=1e-4)
+    clip = animator.animate(photo, [0], AnimationOptions(steps=2))[0]
+    clip_again = animator.animate(photo, [0], AnimationOptions(steps=2, loop_closure=False))[0]
+    torch.testing.assert_close(clip.fields, clip_again.fields)  # not a loop: nothing to close
 
 
 # --- 3. working size from the checkpoint; the 512 config's shapes --------------------------------------

@@ -89,6 +89,8 @@ def check_targets(targets: dict[str, Path]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lvmm.animation import DEFAULT_GUIDANCE_SCALE
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", required=True, type=Path, help="an image file or a folder of images")
     source = p.add_mutually_exclusive_group(required=True)
@@ -110,7 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmsolver++"])
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance weight w")
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=DEFAULT_GUIDANCE_SCALE,
+        help=f"classifier-free guidance weight w (default {DEFAULT_GUIDANCE_SCALE:g})",
+    )
     p.add_argument(
         "--loop-guidance",
         type=float,
@@ -124,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of the steps after which loop guidance acts (default 0.3)",
     )
     p.add_argument("--loop-velocity", type=float, default=0.0, help="weight of the loop velocity term")
+    p.add_argument(
+        "--no-loop-closure",
+        action="store_true",
+        help="keep what loop guidance leaves of D(z_K) - D(z_1) instead of spreading it over the clip",
+    )
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-3 or 1,5,7; one generator per seed")
     p.add_argument("--slow-motion", type=int, default=1, help="N: N - 1 interpolated fields between neighbours")
     p.add_argument("--size", type=int, default=None, help="working short side (default: the training size)")
@@ -198,6 +210,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         guidance_scale=args.guidance_scale,
         loop_guidance=args.loop_guidance,
         loop_velocity=args.loop_velocity,
+        loop_closure=not args.no_loop_closure,
         loop_schedule=(LOOP_GUIDANCE_START if args.loop_start is None else args.loop_start, 1.0),
         slow_motion=args.slow_motion,
         size=args.size,
