@@ -1,4 +1,4 @@
-"""Command-line helpers shared by the tools."""
+"""Command-line entry points (one module a tool: `lvmm.cli.<tool>.main`) and the helpers they share."""
 
 from __future__ import annotations
 
