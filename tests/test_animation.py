@@ -222,7 +222,7 @@ def _write_wav(path, seconds=2.0, rate=16000):
 
 
 def test_audio_and_image_prompts_through_animate_change_the_motion(checkpoints, tmp_path):
-    from tools.animate import main
+    from lvmm.cli.animate import main
 
     photo = write_image(tmp_path / "photo.png", _photo(64, 96))
     cond = write_image(tmp_path / "cond.png", _photo(80, 80, seed=5))
@@ -282,7 +282,7 @@ def test_prompt_tokens_reach_the_unet_at_comparable_scale(checkpoints, tmp_path)
 def test_the_random_imagebind_is_announced_and_huge_without_weights_is_refused(
     checkpoints, tmp_path, monkeypatch, capsys
 ):
-    from tools.animate import main as animate
+    from lvmm.cli.animate import main as animate
 
     photo = write_image(tmp_path / "photo.png", _photo(64, 64))
     monkeypatch.setattr(ib_encoder, "_noticed", False)

@@ -16,7 +16,7 @@ SCREENSHOT_DIR = os.environ.get("LVMM_SCREENSHOT_DIR")  # where the browser test
 
 
 def test_frame_plan_and_mask():
-    from tools.app import frame_plan, mask_from_editor
+    from lvmm.cli.app import frame_plan, mask_from_editor
 
     assert frame_plan(0.75, 8, loop=True, max_frames=8) == 7  # a loop plays frames 1..K-1
     assert frame_plan(0.625, 8, loop=False, max_frames=8) == 4  # a clip is I_0 + K frames
@@ -30,7 +30,7 @@ def test_frame_plan_and_mask():
 
 
 def test_command_line_binds_locally_by_default():
-    from tools.app import build_parser
+    from lvmm.cli.app import build_parser
 
     args = build_parser().parse_args(["--ckpt", "stage2.ckpt"])
     assert args.host == "127.0.0.1" and args.model is None

@@ -214,7 +214,7 @@ def test_field_edits_mask_strength_and_drag(models):
 
 def test_animate_tool_takes_a_package(models, tmp_path):
     from lvmm.media import read_video, write_image
-    from tools.animate import main
+    from lvmm.cli.animate import main
 
     photo = write_image(tmp_path / "photo.png", _image(64, 80, 1))
     rows = main(

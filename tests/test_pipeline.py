@@ -203,7 +203,7 @@ def test_seed_result_does_not_depend_on_batch(corpus):
 
 def test_animate_tool_end_to_end(corpus, tmp_path):
     from lvmm.media import read_video, write_image
-    from tools.animate import main
+    from lvmm.cli.animate import main
 
     photo = tmp_path / "photo.png"
     write_image(photo, (np.random.default_rng(1).random((70, 90, 3)) * 255).astype(np.uint8))
@@ -262,7 +262,7 @@ def test_animate_tool_end_to_end(corpus, tmp_path):
 
 
 def test_animate_errors_are_clear(corpus, tmp_path):
-    from tools.animate import main
+    from lvmm.cli.animate import main
 
     not_image = tmp_path / "notes.png"
     not_image.write_text("hello")
