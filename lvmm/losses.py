@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lvmm.checkpoint import check_state_dict
+from lvmm.evaluation.frame_metrics import fitting_window
 from lvmm.nets.region_predictor import sqrtm_2x2
 from lvmm.warp import base_grid, normalised_to_pixels, pixels_to_normalised, resize_field, warp
 
-SSIM_WINDOW = 5
+SSIM_WINDOW = 5  # the loss's window, smaller than the evaluation's 11: it acts on every scale of the pyramid
 """SSIM window of the fallback reconstruction loss: small, because tiny frames are 64 px wide."""
 SMOOTHNESS_EDGE_WEIGHT = 10.0
 """Edge-aware smoothness: the penalty on field gradients is scaled by exp(-this * |grad I|)."""
@@ -98,7 +99,7 @@ class ReconstructionLoss(nn.Module):
                 fp, ft = self.vgg((p - self.mean) / self.std), self.vgg((t - self.mean) / self.std)
                 loss = loss + sum(F.l1_loss(a, b) for a, b in zip(fp, ft)) / len(fp)
             else:
-                window = min(SSIM_WINDOW, min(p.shape[-2:]) // 2 * 2 - 1)
+                window = fitting_window(p.shape, SSIM_WINDOW)
                 loss = loss + F.l1_loss(p, t) + kornia.losses.ssim_loss(p, t, window)
         return loss
 

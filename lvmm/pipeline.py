@@ -37,8 +37,8 @@ import torch.nn.functional as F
 import lvmm
 from lvmm.animation import LOOP_GUIDANCE_START, Animation, AnimationError, AnimationOptions, Animator
 from lvmm.checkpoint import CheckpointError, build, check_state_dict
+from lvmm.evaluation.weights import file_sha256
 from lvmm.media import atomic_write_bytes
-from lvmm.metrics.weights import file_sha256
 
 PACKAGE_FORMAT = "lvmm-model-package"
 PACKAGE_FORMAT_VERSION = 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -11,11 +11,8 @@ ALLOWED_MEMBERS = {"mp4", "frames.npy", "flow.npy", "json", "txt"}
 
 
 def tool_main(name: str):
-    """The ``main`` of ``tools/<name>.py`` (tools/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_cli", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    """The ``main`` of the tool ``name`` (``lvmm.cli.<name>``, which ``tools/<name>.py`` runs)."""
+    return importlib.import_module(f"lvmm.cli.{name}").main
 
 
 def make_shards_main():

@@ -13,8 +13,6 @@ from lvmm.nets.renderer import Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CONFIG = ROOT / "configs" / "stage1" / "tiny.yaml"
-if str(ROOT) not in sys.path:  # `tools` is imported from the checkout, like `python tools/train.py` runs it
-    sys.path.insert(0, str(ROOT))
 SIZE = 64
 
 
@@ -83,10 +81,10 @@ def fit_args(root: Path, max_steps: int, ckpt_path: str | Path | None = None) ->
 
 
 def run_cli(args: list[str]):
-    """``tools.train.main(args)`` with a clean ``sys.argv`` (LightningCLI warns about pytest's own arguments)."""
+    """``lvmm.cli.train.main(args)`` with a clean ``sys.argv`` (LightningCLI warns about pytest's own arguments)."""
     from unittest import mock
 
-    from tools.train import main
+    from lvmm.cli.train import main
 
     with mock.patch.object(sys, "argv", ["train.py"]):
         return main(args)

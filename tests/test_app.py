@@ -70,7 +70,7 @@ def _browser():
 @pytest.fixture()
 def server(tmp_path):
     pytest.importorskip("gradio", reason="gradio is not installed (pip install -e .[dev])")
-    from tools.export import main as export
+    from lvmm.cli.export import main as export
 
     s1 = stage_one_checkpoint(tmp_path / "stage1.safetensors")
     s2 = stage_two_checkpoint(tmp_path / "stage2.safetensors", s1)

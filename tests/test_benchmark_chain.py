@@ -20,8 +20,6 @@ from lvmm.datasets.procedural import make_clip
 from lvmm.media import read_video, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 SIZE, VIDEO_FRAMES, CLIP = 64, 12, 8  # frames per source video, frames per clip (protocol length at tiny size)
 
 # tiny networks and a two-step schedule over the benchmark configs; paths are never overridden
@@ -98,7 +96,7 @@ def natops_layout(root: Path) -> None:
 
 
 def _train(configs: list[Path]) -> None:
-    from tools.train import main
+    from lvmm.cli.train import main
 
     args = ["fit"] + [a for c in configs for a in ("--config", str(c))]
     with mock.patch.object(sys, "argv", ["train.py"]):
@@ -109,7 +107,7 @@ def _train(configs: list[Path]) -> None:
 def test_benchmark_chain(dataset, layout, tmp_path, monkeypatch, capsys, one_thread):
     from test_metrics import make_weight_files
 
-    from tools import encode_motion, evaluate, generate, make_shards
+    from lvmm.cli import encode_motion, evaluate, generate, make_shards
 
     monkeypatch.chdir(tmp_path)  # the configs' relative default locations land here
     bench = ROOT / f"configs/benchmark/{dataset}.yaml"

@@ -253,10 +253,12 @@ def test_pipe_and_url_shard_specs_are_refused_everywhere(tmp_path):
         with pytest.raises(ValueError, match="refusing"):
             expand_shards(spec)
     assert expand_shards("pipe:cat x", allow_remote=True) == ["pipe:cat x"]
-    encode_motion = pytest.importorskip("tools.encode_motion")
+    from lvmm.cli import encode_motion
+
     with pytest.raises(SystemExit, match="refusing"):
         encode_motion.expand_shards([specs[0]])
-    evaluate = pytest.importorskip("tools.evaluate")
+    from lvmm.evaluation import benchmark as evaluate
+
     with pytest.raises(evaluate.EvaluationError, match="refusing"):
         evaluate.expand_shards([specs[0]])
     assert not marker.exists()

@@ -24,7 +24,6 @@ MAX_BYTES = 52_000  # three 14 kB samples per shard file: inputs of 9 clips span
 # a run of write_shards that SIGKILLs itself at the n-th call of one of the writer's steps
 KILL_SCRIPT = """
 import os, signal, sys
-sys.path.insert(0, {tests!r})
 import lvmm.datasets.writer as w
 target, n = {target!r}, {n}
 owner, name = target.split(".")
@@ -226,7 +225,7 @@ def test_another_corpus_a_concurrent_run_and_foreign_files(corpus, tmp_path):
 
 ENCODE_KILL = """
 import os, signal, sys
-sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+
 import lvmm.datasets.latent_encoding as le
 owner = le.LatentShardWriter if {method!r} != "fsync_dir" else le
 orig, calls = getattr(owner, {method!r}), [0]
@@ -236,7 +235,7 @@ def patched(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     return orig(*a, **k)
 setattr(owner, {method!r}, patched)
-from tools.encode_motion import main
+from lvmm.cli.encode_motion import main
 main({argv!r})
 """
 
@@ -246,9 +245,9 @@ def test_encode_motion_killed_at_random_points_resumes_and_retries_unreadable_sh
 
     from helpers_pipeline import stage_one_checkpoint
 
+    from lvmm.cli.encode_motion import main
     from lvmm.datasets.latent_encoding import iter_tar_samples, read_manifests
     from lvmm.datasets.recipes import ProceduralRecipe
-    from tools.encode_motion import main
 
     write_shards(
         ProceduralRecipe(num_clips=3).sources(),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import webdataset as wds
 import yaml
 from test_metrics import make_weight_files, smooth_videos
 
+from lvmm.cli import evaluate
 from lvmm.media import encode_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,17 +29,6 @@ FAST = [
     "cpu",
 ]
 TEST_KEYS = ["s01_anger_000", "s01_happy_000", "s02_anger_000", "s02_happy_000"]
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("evaluate_tool", ROOT / "tools" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate = load_tool()
 
 
 @pytest.fixture(scope="module")

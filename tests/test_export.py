@@ -8,7 +8,7 @@ import torch
 from helpers_pipeline import stage_one_checkpoint, stage_two_checkpoint
 
 from lvmm.animation import AnimationError, AnimationOptions, Animator
-from lvmm.metrics.weights import file_sha256
+from lvmm.evaluation.weights import file_sha256
 from lvmm.pipeline import CHECKSUM_FILE, CONFIG_FILE, FieldEdit, LVMMPipeline, PackageError, read_stage, verify_package
 
 STEPS = 3
@@ -16,7 +16,7 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from tools.export import main
+    from lvmm.cli.export import main
 
     root = tmp_path_factory.mktemp("export")
     s1 = stage_one_checkpoint(root / "stage1.safetensors")
@@ -114,7 +114,7 @@ def test_export_picks_ema_weights_drops_optimizer_and_casts(models, tmp_path):
     from safetensors.torch import load_file
 
     from lvmm.checkpoint import read_checkpoint
-    from tools.export import main
+    from lvmm.cli.export import main
 
     configs, state, extra = read_checkpoint(models["stage2"])
     ema = {k: v + 0.5 if v.is_floating_point() else v for k, v in state.items()}
@@ -213,8 +213,8 @@ def test_field_edits_mask_strength_and_drag(models):
 
 
 def test_animate_tool_takes_a_package(models, tmp_path):
-    from lvmm.media import read_video, write_image
     from lvmm.cli.animate import main
+    from lvmm.media import read_video, write_image
 
     photo = write_image(tmp_path / "photo.png", _image(64, 80, 1))
     rows = main(

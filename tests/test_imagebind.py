@@ -431,13 +431,8 @@ def _write_folder(root: Path) -> None:
 
 
 def test_embed_tool(tmp_path):
-    import importlib.util
+    from lvmm.cli import embed as tool
 
-    spec = importlib.util.spec_from_file_location(
-        "embed_tool", Path(__file__).resolve().parents[1] / "tools" / "embed.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     src, out = tmp_path / "in", tmp_path / "out"
     _write_folder(src)
     assert tool.main([str(src), str(out), "--config", "tiny", "--cache-dir", str(tmp_path / "cache")]) == 0

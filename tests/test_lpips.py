@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from lvmm.checkpoint import CheckpointError
-from lvmm.metrics.lpips import ALEX_SLICE_ENDS, LPIPS, TORCHMETRICS_LINEAR_SHA256, load_lpips, torchmetrics_linear_path
-from lvmm.metrics.weights import file_sha256, read_state_dict
+from lvmm.evaluation.lpips import (
+    ALEX_SLICE_ENDS,
+    LPIPS,
+    TORCHMETRICS_LINEAR_SHA256,
+    load_lpips,
+    torchmetrics_linear_path,
+)
+from lvmm.evaluation.weights import file_sha256, read_state_dict
 
 
 def _seeded_backbone(path) -> dict[str, torch.Tensor]:

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from lvmm.checkpoint import CheckpointError
-from lvmm.metrics.frechet import FeatureStatistics, frechet_distance, trace_sqrt_product
-from lvmm.metrics.i3d import InceptionI3d, load_i3d
-from lvmm.metrics.image import PSNR_MAX_DB, psnr, ssim
-from lvmm.metrics.inception import FIDInceptionV3, load_fid_inception
-from lvmm.metrics.lpips import LPIPS, load_lpips
-from lvmm.metrics.video_metrics import InsufficientVideosError, VideoSetFeatures, fid, fvd, i3d_features, i3d_input
+from lvmm.evaluation.frame_metrics import PSNR_MAX_DB, psnr, ssim
+from lvmm.evaluation.frechet import FeatureStatistics, frechet_distance, trace_sqrt_product
+from lvmm.evaluation.i3d import InceptionI3d, load_i3d
+from lvmm.evaluation.inception import FIDInceptionV3, load_fid_inception
+from lvmm.evaluation.lpips import LPIPS, load_lpips
+from lvmm.evaluation.video_metrics import InsufficientVideosError, VideoSetFeatures, fid, fvd, i3d_features, i3d_input
 
 TEST_I3D_SIZE = 32  # the protocol's 224 is covered by one test; 32 keeps the rest fast on CPU
 TEST_INCEPTION_SIZE = 75  # the smallest input Inception-v3 accepts

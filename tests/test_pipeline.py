@@ -56,7 +56,7 @@ def _direct(corpus):
 
 
 def test_encode_motion_matches_stage_one_and_resumes(corpus, tmp_path):
-    from tools.encode_motion import main
+    from lvmm.cli.encode_motion import main
 
     motion, direct = _direct(corpus)
     out = tmp_path / "latents"
@@ -121,7 +121,7 @@ def test_encode_motion_matches_stage_one_and_resumes(corpus, tmp_path):
 
 
 def test_threshold_drops_exactly_the_clips_above_it(corpus, tmp_path):
-    from tools.encode_motion import main
+    from lvmm.cli.encode_motion import main
 
     _, direct = _direct(corpus)
     errors = sorted(v["mse"] for v in direct.values())
@@ -202,8 +202,8 @@ def test_seed_result_does_not_depend_on_batch(corpus):
 
 
 def test_animate_tool_end_to_end(corpus, tmp_path):
-    from lvmm.media import read_video, write_image
     from lvmm.cli.animate import main
+    from lvmm.media import read_video, write_image
 
     photo = tmp_path / "photo.png"
     write_image(photo, (np.random.default_rng(1).random((70, 90, 3)) * 255).astype(np.uint8))

@@ -145,7 +145,6 @@ def test_bad_files_are_reported_skipped_and_counted(corpus, tmp_path, capsys):
 
 KILL_SCRIPT = """
 import os, sys
-sys.path.insert(0, {tests!r})
 from lvmm.datasets.recipes import FolderRecipe
 from lvmm.datasets.writer import ShardSettings, write_shards
 write_shards(FolderRecipe({root!r}, source_fps=8.0).sources(), {out!r}, "t", ShardSettings(size=(32, 32), clip_len=8, stride=4, fmt="npy"),

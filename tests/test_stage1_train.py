@@ -68,7 +68,7 @@ def test_media_panel(fitted):
 def test_eval_tool_reports_baselines(fitted, tmp_path):
     import json
 
-    from tools.eval_stage1 import main
+    from lvmm.cli.eval_stage1 import main
 
     _, ckpt_path, _ = fitted
     out = tmp_path / "eval.json"

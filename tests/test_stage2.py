@@ -105,9 +105,8 @@ def test_overfitting_a_fixed_batch_lowers_the_loss():
 
 
 def test_fit_through_cli_and_checkpoint_rebuilds_unet(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "tools"))
     monkeypatch.setattr(sys, "argv", ["train.py"])
-    from train import main
+    from lvmm.cli.train import main
 
     out = tmp_path / "run"
     cli = main(

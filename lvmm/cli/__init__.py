@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,3 +42,39 @@ def parse_with_config_section(
             f"the following arguments are required (or a {section!r} section in --config): {', '.join(missing)}"
         )
     return args
+
+
+def parse_size(text: str | int | None) -> tuple[int, int] | None:
+    """A frame size option: ``N`` (square) or ``HxW`` (e.g. ``256x448``) -> ``(H, W)``; None stays None."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)(?:x(\d+))?", str(text).strip().lower())
+    if not match:
+        raise ValueError(f"cannot read a size from {text!r} (use HxW or N)")
+    h = int(match.group(1))
+    return h, int(match.group(2) or h)
+
+
+def parse_int_list(text: str | int | None) -> list[int] | None:
+    """A list of seeds: ``'0-3,7'`` -> ``[0, 1, 2, 3, 7]``; None stays None."""
+    if text is None:
+        return None
+    values: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            values += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ValueError(f"cannot read seeds from {text!r} (use e.g. '0-3' or '0,5')") from None
+    return values
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    """:func:`parse_size` as an argparse ``type``."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -253,5 +253,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
+def run() -> None:
+    """The console script `lvmm-animate`: :func:`main` on the command line (its return value is for callers)."""
+    main()
+
+
 if __name__ == "__main__":
     main()

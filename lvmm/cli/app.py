@@ -78,8 +78,8 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
     import numpy as np
 
     from lvmm.animation import AnimationError
+    from lvmm.cli.animate import flow_video, parse_seeds
     from lvmm.media import MediaError, read_image, write_video
-    from tools.animate import flow_video, parse_seeds
 
     out_root = Path(out_dir or tempfile.mkdtemp(prefix="lvmm-app-"))
     max_frames = int(pipe.animator.extra.get("max_frames") or pipe.animator.extra["num_frames"])
@@ -306,6 +306,11 @@ def _patient_start_check(seconds: float = 90.0) -> None:
         return True
 
     networking.url_ok = url_ok
+
+
+def run() -> None:
+    """The console script `lvmm-app`: :func:`main` on the command line (its return value is for callers)."""
+    main()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ class-conditioned), at 128 x 128 with 40 frames; FVD compares the generated set 
 videos, 40 frames of each: frame 0 and 39 others drawn at random and sorted in time
 (``reference_sampling="random_sorted"``, seeded by the sample's key, so every evaluation draws the
 same frames), as LFDM samples its clips. FVD is computed per seed and reported as mean +- std over the
-seeds, beside class- and subject-conditional FVD (:func:`lvmm.metrics.video_metrics.grouped_fvd`). The
+seeds, beside class- and subject-conditional FVD (:func:`lvmm.evaluation.video_metrics.grouped_fvd`). The
 subject split lives in the dataset recipes; evaluation keeps the reference samples whose json says
 ``"split": "test"``, or whose ``subject`` is in a list given on the command line.
 """

@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 from lvmm.checkpoint import CheckpointError
-from lvmm.metrics.weights import load_weights, read_state_dict
+from lvmm.evaluation.weights import load_weights, read_state_dict
 
 # The ends of the five AlexNet slices LPIPS compares (after each ReLU of `features`).
 ALEX_SLICE_ENDS = (2, 5, 8, 10, 12)

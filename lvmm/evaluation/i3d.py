@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lvmm.metrics.weights import load_weights
+from lvmm.evaluation.weights import load_weights
 
 NUM_CLASSES = 400  # Kinetics-400
 FEATURE_DIM = 1024  # channels of Mixed_5c

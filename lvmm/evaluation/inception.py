@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lvmm.metrics.weights import load_weights
+from lvmm.evaluation.weights import load_weights
 
 INPUT_SIZE = 299
 FEATURE_DIM = 2048

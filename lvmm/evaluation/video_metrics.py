@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lvmm.metrics.frechet import MIN_SAMPLES, FeatureStatistics, frechet_distance
-from lvmm.metrics.i3d import INPUT_SIZE as I3D_INPUT_SIZE
-from lvmm.metrics.image import psnr, ssim
-from lvmm.metrics.inception import FEATURE_DIM as INCEPTION_DIM
+from lvmm.evaluation.frame_metrics import psnr, ssim
+from lvmm.evaluation.frechet import MIN_SAMPLES, FeatureStatistics, frechet_distance
+from lvmm.evaluation.i3d import INPUT_SIZE as I3D_INPUT_SIZE
+from lvmm.evaluation.inception import FEATURE_DIM as INCEPTION_DIM
 
 UINT8_MAX = 255.0
 
