@@ -17,7 +17,7 @@ from torch import nn
 from lvmm.checkpoint import check_state_dict
 from lvmm.evaluation.frame_metrics import fitting_window
 from lvmm.nets.region_predictor import sqrtm_2x2
-from lvmm.warp import base_grid, normalised_to_pixels, pixels_to_normalised, resize_field, warp
+from lvmm.warp import base_grid, forward_differences, normalised_to_pixels, pixels_to_normalised, resize_field, warp
 
 SSIM_WINDOW = 5  # the loss's window, smaller than the evaluation's 11: it acts on every scale of the pyramid
 """SSIM window of the fallback reconstruction loss: small, because tiny frames are 64 px wide."""
@@ -118,9 +118,8 @@ def edge_aware_smoothness(displacement: torch.Tensor, image: torch.Tensor) -> to
     h, w = displacement.shape[-2:]
     d = normalised_to_pixels(displacement, h, w)
     img = F.interpolate(image, size=(h, w), mode="area")
-    dx_d, dy_d = d[..., :, 1:] - d[..., :, :-1], d[..., 1:, :] - d[..., :-1, :]
-    dx_i = (img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True)
-    dy_i = (img[..., 1:, :] - img[..., :-1, :]).abs().mean(1, keepdim=True)
+    dx_d, dy_d = forward_differences(d, pad=False)
+    dx_i, dy_i = (g.abs().mean(1, keepdim=True) for g in forward_differences(img, pad=False))
     return (dx_d.abs() * torch.exp(-SMOOTHNESS_EDGE_WEIGHT * dx_i)).mean() + (
         dy_d.abs() * torch.exp(-SMOOTHNESS_EDGE_WEIGHT * dy_i)
     ).mean()
