@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lvmm.media import fsync_dir
+from lvmm.media import atomic_write
 
 ALLOWED_PREFIX = "lvmm."
 MAX_NETWORK_ELEMENTS = 4_000_000_000
@@ -216,17 +215,7 @@ def save_networks(path: str | Path, networks: Mapping[str, nn.Module], extra: Ma
         "lvmm_networks": json.dumps({n: net.config for n, net in networks.items()}),
         "lvmm_extra": json.dumps(dict(extra or {})),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 class CheckpointError(RuntimeError):

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lvmm.stages.motion_encoding import DEFAULT_THRESHOLD
+
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: the steps run tools/*.py and read configs/ there
 TRAINING_SIZE = 64  # the training frames' size (stage two records it; animate works at it)
 
@@ -30,7 +32,7 @@ class Preset:
     loop_guidance: float
     report_clips: int  # clips per family for the conditioning accuracy
     stage2_batch: int
-    threshold: float = 50.0  # stage one's reconstruction threshold (MSE, 0-255 scale) for latent clips
+    threshold: float = DEFAULT_THRESHOLD  # stage one's reconstruction threshold (MSE, 0-255 scale) for latent clips
     photo_side: int = 512  # short side of the photographs animated (motion runs at the training size, 64)
     loop_seeds: int = 4  # seeds per photo for the report's loop, pop and sharpness measures
 

@@ -152,15 +152,12 @@ def finished_keys(out: Path, keys: list[str], seeds: list[int], fmt: str) -> set
 
 def check_settings(out: Path, settings: dict, overwrite: bool = False) -> None:
     """Record the settings on the first run; refuse to add to videos made with other ones."""
-    path = out / SETTINGS
+    from lvmm.datasets.manifest import check_settings as differing
+
     out.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not overwrite:
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff:
-            raise ValueError(
-                f"{out} holds videos generated with other settings ({', '.join(diff)} differ): "
-                "use another --out, or --overwrite"
-            )
-        return
-    atomic_write_bytes(path, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())
+    diff = differing(out / SETTINGS, settings, overwrite)
+    if diff:
+        raise ValueError(
+            f"{out} holds videos generated with other settings ({', '.join(diff)} differ): "
+            "use another --out, or --overwrite"
+        )

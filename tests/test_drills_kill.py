@@ -224,10 +224,10 @@ def test_another_corpus_a_concurrent_run_and_foreign_files(corpus, tmp_path):
 
 
 ENCODE_KILL = """
-import os, signal, sys
+import os, signal
 
 import lvmm.datasets.latent_encoding as le
-owner = le.LatentShardWriter if {method!r} != "fsync_dir" else le
+owner = le.JsonlManifest if {method!r} == "append" else le.LatentShardWriter
 orig, calls = getattr(owner, {method!r}), [0]
 def patched(*a, **k):
     calls[0] += 1
@@ -281,9 +281,10 @@ def test_encode_motion_killed_at_random_points_resumes_and_retries_unreadable_sh
     ]
     rng = random.Random(15)
     out = tmp_path / "killed"
-    # after a shard's rename but before its manifest line; then in the middle of a later shard
-    for method, n in [("fsync_dir", 1), ("write_on_batch_end", rng.randint(2, 3))]:
-        script = ENCODE_KILL.format(root=str(REPO), tests=str(REPO / "tests"), method=method, n=n, argv=argv(out))
+    # after a shard's rename but before its manifest line (the first manifest append); then in the middle of a
+    # later shard
+    for method, n in [("append", 1), ("write_on_batch_end", rng.randint(2, 3))]:
+        script = ENCODE_KILL.format(method=method, n=n, argv=argv(out))
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     with open(out / "manifest-rank0.jsonl", "a") as f:

@@ -20,6 +20,9 @@ import argparse
 import json
 from pathlib import Path
 
+from lvmm.diffusion.schedules import SAMPLERS
+from lvmm.media import DEFAULT_CRF
+
 
 def parse_seeds(text: str) -> list[int]:
     """'0-3' -> [0, 1, 2, 3]; '1,5,7' -> [1, 5, 7]; '4' -> [4]."""
@@ -104,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=int, default=None, help="generated frames K (default: the training length)")
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmsolver++"])
+    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance weight w")
     p.add_argument(
@@ -129,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=None, help="frames rendered at once (memory only; default 8)")
     p.add_argument("--out", type=Path, default=Path("outputs/animate"), help="output folder")
     p.add_argument("--format", nargs="+", default=["mp4"], choices=["mp4", "gif", "frames"])
-    p.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better)")
+    p.add_argument("--crf", type=int, default=DEFAULT_CRF, help="H.264 quality (lower is better)")
     p.add_argument("--save-flow", action="store_true", help="also write the fields (.npy) and a flow colour video")
     p.add_argument(
         "--batch-size",

@@ -11,11 +11,11 @@ resumes where a killed run stopped. Clips whose last frame re-renders with an MS
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from lvmm.cli import parse_with_config_section
+from lvmm.stages.motion_encoding import DEFAULT_THRESHOLD
 
 
 def expand_shards(patterns: list[str], allow_remote: bool = False) -> list[str]:
@@ -55,19 +55,17 @@ def settings_of(args) -> dict:
 
 def check_settings(out: Path, settings: dict) -> None:
     """Record the settings on the first run; refuse to resume with different ones."""
-    path = out / SETTINGS
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = [k for k in settings if old.get(k) != settings[k]]
-        if diff:
-            raise SystemExit(
-                f"error: {out} holds latents made with other settings ({', '.join(diff)} differ): "
-                "use another --out, or --overwrite to start over"
-            )
-        return
-    from lvmm.media import atomic_write_bytes
+    from lvmm.datasets.manifest import check_settings as differing
 
-    atomic_write_bytes(path, json.dumps(settings, indent=1).encode("utf-8"))
+    try:
+        diff = differing(out / SETTINGS, settings)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if diff:
+        raise SystemExit(
+            f"error: {out} holds latents made with other settings ({', '.join(diff)} differ): "
+            "use another --out, or --overwrite to start over"
+        )
 
 
 def parse_args(argv):
@@ -92,7 +90,10 @@ def parse_args(argv):
     p.add_argument("--stride", type=int, default=4, help="frames between clip starts")
     p.add_argument("--max-segments", type=int, default=None, help="most clips per video sample")
     p.add_argument(
-        "--threshold", type=float, default=50.0, help="drop clips whose last-frame MSE (0-255) is above this"
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="drop clips whose last-frame MSE (0-255) is above this",
     )
     p.add_argument(
         "--imagebind", default=None, help="ImageBind weights (imagebind_huge.pth); default: a seeded random tiny model"

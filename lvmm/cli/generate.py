@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from lvmm.cli import parse_int_list, parse_size, parse_with_config_section
+from lvmm.diffusion.schedules import SAMPLERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--condition", default="caption", choices=["caption", "none"], help="text token: the sample's caption, or none"
     )
-    p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmsolver++"])
+    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--eta", type=float, default=0.0)
     p.add_argument("--guidance-scale", type=float, default=1.0)

@@ -233,9 +233,11 @@ def conform_reference(frames: np.ndarray, protocol: Protocol, key: str, notes: d
         if protocol.reference_sampling == "random_sorted":
             import random
 
-            from lvmm.datasets.readers import _seed, choose_frames
+            from lvmm.datasets.readers import choose_frames, stable_seed
 
-            idx = choose_frames(t, protocol.num_frames, "random_sorted", random.Random(_seed("reference", key)), True)
+            idx = choose_frames(
+                t, protocol.num_frames, "random_sorted", random.Random(stable_seed("reference", key)), True
+            )
         else:
             idx = np.linspace(0, t - 1, protocol.num_frames).round().astype(int)
         frames = frames[idx]
