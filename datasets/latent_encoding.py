@@ -241,7 +241,8 @@ class LatentShardWriter(BasePredictionWriter):
     """Writes the records of :class:`~lvmm.stages.motion_encoding.MotionEncoding` as latent motion shards.
 
     Each record becomes a sample with ``motion.npy`` (float16, (K+1, 4, h, w)), ``img_emb.npy``,
-    ``txt_emb.npy`` (when there is a caption), ``first.png`` and ``json`` (docs/data-formats.md, Latent motion shards). Clips
+    ``txt_emb.npy`` (when there is a caption), ``first.png`` and ``json`` (docs/data-formats.md, Latent motion
+    shards). Clips
     whose reconstruction error is above the threshold were already dropped by the module and are
     counted here.
     """
@@ -285,7 +286,7 @@ class LatentShardWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         if batch.get("unreadable"):
-            warnings.warn(f"{batch['unreadable']}; not recorded as finished, a rerun tries it again")
+            warnings.warn(f"{batch['unreadable']}; not recorded as finished, a rerun tries it again", stacklevel=2)
             self.unreadable.append(batch["unreadable"])
             return
         tar, final, counts = self._writer(batch["source"])

@@ -121,7 +121,8 @@ def _adverb(fraction: float, low: str, high: str) -> str:
 
 
 def sample_params(family: str, rng: np.random.Generator, height: int, width: int) -> dict:
-    """Random parameters of one clip of ``family`` at (H, W): amplitude, frequency, phase, centre, ...; see :func:`field_px`."""
+    """Random parameters of one clip of ``family`` at (H, W): amplitude, frequency, phase, centre, ...; see
+    :func:`field_px`."""
     amp_lo, amp_hi = AMPLITUDE_PX_AT_64
     amp_frac = rng.random()
     p = {

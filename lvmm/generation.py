@@ -45,7 +45,8 @@ def resize_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def list_test_samples(shards: list[str], split: str | None, subjects: list[str] | None = None) -> list[tuple[str, str]]:
-    """(shard, key) of the test samples (json ``split`` / ``subject``, :func:`lvmm.evaluation.protocols.keep_reference_sample`)."""
+    """(shard, key) of the test samples (json ``split`` / ``subject``,
+    :func:`lvmm.evaluation.protocols.keep_reference_sample`)."""
     from lvmm.datasets.latent_encoding import iter_tar_samples
     from lvmm.evaluation.protocols import keep_reference_sample
 

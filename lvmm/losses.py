@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lvmm.checkpoint import check_state_dict
+from lvmm.checkpoint import check_state_dict, read_state_dict
 from lvmm.evaluation.frame_metrics import fitting_window
 from lvmm.nets.region_predictor import sqrtm_2x2
 from lvmm.warp import base_grid, forward_differences, normalised_to_pixels, pixels_to_normalised, resize_field, warp
@@ -57,7 +57,7 @@ class VGG19Features(nn.Sequential):
         """Load weights saved as a state dict of ``vgg19().features`` (keys ``0.weight``, ...) or of the whole
         ``vgg19()`` (keys ``features.0.weight``, ...; the classifier is ignored). Nothing is downloaded."""
         net = cls()
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state_dict(path, "VGG19", "pass the local path of torchvision's vgg19 weights")
         if any(k.startswith("features.") for k in state):
             state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         check_state_dict(net, state, f"VGG19 weights {path}")

@@ -232,7 +232,8 @@ class StageOne(pl.LightningModule):
 
     @torch.no_grad()
     def log_media(self, batch: dict) -> dict[str, np.ndarray]:
-        """Panel rows, per pair: I_0 | I_k | rendered | flow colour | w, for the predicted and then the decoded field."""
+        """Panel rows, per pair: I_0 | I_k | rendered | flow colour | w, for the predicted and then the decoded
+        field."""
         batch = self.as_pairs(batch)
         img0, imgk = batch["img0"][:MEDIA_SAMPLES], batch["imgk"][:MEDIA_SAMPLES]
         field = self.flow(img0, imgk).field

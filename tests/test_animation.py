@@ -5,9 +5,6 @@ import wave
 import numpy as np
 import pytest
 import torch
-from helpers_pipeline import TINY_IMAGEBIND_DIM, stage_one_checkpoint, stage_two_checkpoint
-from helpers_stage1 import tiny_motion_model
-from helpers_stage2 import tiny_unet
 
 import lvmm.imagebind.encoder as ib_encoder
 import lvmm.rendering as rendering
@@ -16,6 +13,9 @@ from lvmm.diffusion.schedules import DiffusionConfig
 from lvmm.evaluation.motion_metrics import mean_magnitude, pop_ratio, sharpness, wrap_ratio
 from lvmm.media import read_video, to_float, write_image
 from lvmm.warp import pixels_to_normalised
+from tests.helpers.pipeline import TINY_IMAGEBIND_DIM, stage_one_checkpoint, stage_two_checkpoint
+from tests.helpers.stage1 import tiny_motion_model
+from tests.helpers.stage2 import tiny_unet
 
 
 def _photo(h, w, seed=0):

@@ -13,8 +13,7 @@ import yaml
 
 from lvmm.cli.train import CHECKPOINT_SUBDIR
 from lvmm.configs import config_chain
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 TRAIN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("stage*/*.yaml"))
 BENCHMARKS = ("mug", "mhad", "natops")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_shards import REPO
 from safetensors.torch import save_file
 
 from lvmm.checkpoint import CheckpointError, build, check_hyperparameters, load_networks, read_checkpoint, save_networks
 from lvmm.datasets.readers import expand_shards
+from tests.helpers.shards import REPO
 
 
 def snapshot(folder: Path) -> dict[str, str]:

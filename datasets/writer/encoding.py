@@ -14,7 +14,7 @@ import numpy as np
 from lvmm.media import MediaError, encode_mp4, iter_video
 
 from ..recipes import PROCEDURAL_SCHEME, Source
-from .decoding import Geometry, iter_frame_folder, resample, iter_clips, resample_indices
+from .decoding import Geometry, iter_clips, iter_frame_folder, resample, resample_indices
 from .settings import ShardSettings, SourceResult, sample_key
 from .tar_files import add_sample
 

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         AnimationError,
         ValueError,
     ) as e:  # ValueError: an ImageBind config that cannot be honoured
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
     options = dict(
         sampler=args.sampler,
         steps=args.steps,
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 **options,
             ).animations
         except (MediaError, AnimationError) as e:
-            raise SystemExit(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}")
+            raise SystemExit(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}") from None
         for r in results:
             stem = args.out / f"{stems[path]}_seed{r.seed}"
             outputs = []
@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append(row)
             pop = f", pop {m['pop_frames']:.2f}" if "pop_frames" in m else ""
             print(
-                f"[animate] {path.name} seed {r.seed}: {row['frames']} frames of {r.frames.shape[2]}x{r.frames.shape[1]} "
+                f"[animate] {path.name} seed {r.seed}: {row['frames']} frames of "
+                f"{r.frames.shape[2]}x{r.frames.shape[1]} "
                 f"(motion at {r.working_size[1]}x{r.working_size[0]}), wrap ratio fields {m['wrap_field']:.2f} "
                 f"frames {m['wrap_frames']:.2f}{pop} -> {', '.join(outputs)}"
             )

@@ -73,7 +73,8 @@ def frame_plan(duration: float, fps: float, loop: bool, max_frames: int) -> int:
 
 
 def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = None):
-    """The Gradio Blocks of the page around an :class:`lvmm.pipeline.LVMMPipeline` (seeds in groups of ``batch_size``)."""
+    """The Gradio Blocks of the page around an :class:`lvmm.pipeline.LVMMPipeline` (seeds in groups of
+    ``batch_size``)."""
     import gradio as gr
     import numpy as np
 
@@ -92,7 +93,8 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
             image = read_image(path)
             if min(image.shape[:2]) < 32:
                 raise MediaError(
-                    f"{Path(path).name}: the photo is {image.shape[1]}x{image.shape[0]}; both sides must be at least 32 pixels"
+                    f"{Path(path).name}: the photo is {image.shape[1]}x{image.shape[0]}; both sides must be at least "
+                    "32 pixels"
                 )
         except MediaError as e:
             return None, None, None, [], None, f"**Cannot use this upload.** {_short(e, path)}"
@@ -133,7 +135,7 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
         sampler,
         duration,
         fps,
-        progress=gr.Progress(),
+        progress=gr.Progress(),  # noqa: B008  (Gradio passes the progress tracker through this default)
     ):
         try:
             if image is None:
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             pipe = LVMMPipeline.from_checkpoints(args.ckpt, args.stage1_ckpt, args.imagebind, device=args.device)
     except (CheckpointError, AnimationError) as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
     app = build_app(pipe, batch_size=args.batch_size)
     _patient_start_check()
     print(f"[app] serving on http://{args.host}:{args.port}", flush=True)

@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     for failure in failures:
         print(f"[embed] skipped {failure}", file=sys.stderr)
     print(
-        f"[embed] wrote {len(written)} embedding file(s) to {args.output_dir} (weights {enc.weights_id}, dim {enc.dim})",
+        f"[embed] wrote {len(written)} embedding file(s) to {args.output_dir} (weights {enc.weights_id}, dim "
+        f"{enc.dim})",
         file=sys.stderr,
     )
     return 1 if failures else 0

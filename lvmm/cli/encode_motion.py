@@ -1,4 +1,5 @@
-"""Run a trained stage one over video shards and write latent motion shards (docs/data-formats.md, Latent motion shards).
+"""Run a trained stage one over video shards and write latent motion shards (docs/data-formats.md, Latent motion
+shards).
 
     python tools/encode_motion.py --ckpt stage1.ckpt --shards 'data/train-*.tar' --out latents/train
     python tools/encode_motion.py ... --devices 8 --num-nodes 4       # DDP: each rank writes its own shards
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         encoder = ImageBindEncoder(weights=args.imagebind, config=config)
     except ValueError as e:  # e.g. the huge config without weights
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
     module = MotionEncoding(motion, encoder, threshold=args.threshold)
     dataset = VideoClipBatches(
         todo,

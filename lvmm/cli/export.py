@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> Path:
             sources={"stage_one": Path(stage1).name, "stage_two": Path(args.stage2).name},
         )
     except CheckpointError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
     for line in (folder / CHECKSUM_FILE).read_text().splitlines():
         digest, name = line.split("  ", 1)
         print(f"[export] {name:24s} {(folder / name).stat().st_size / 1e6:9.2f} MB  sha256 {digest[:16]}")

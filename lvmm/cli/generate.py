@@ -1,7 +1,8 @@
 """Generate one video per test sample (the benchmark protocol), named by the sample's key.
 
     python tools/generate.py --config configs/benchmark/mug.yaml                  # the 'generate' section
-    python tools/generate.py --ckpt STAGE2.ckpt --reference 'data/mug/mug-test-*.tar' --protocol mug --seeds 0-2 --out gen/
+    python tools/generate.py --ckpt STAGE2.ckpt --reference 'data/mug/mug-test-*.tar' --protocol mug \\
+        --seeds 0-2 --out gen/
     python tools/generate.py --config configs/benchmark/mug.yaml --devices 8 --num-nodes 2   # DDP over GPUs and nodes
 
 Each test sample (json ``split`` = test, or ``--test-subjects``) is animated from its first frame,

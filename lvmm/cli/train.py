@@ -3,8 +3,10 @@
     python tools/train.py fit --config configs/stage1/mug.yaml
     python tools/train.py fit --config configs/stage2/tiny.yaml --trainer.max_steps 100
     python tools/train.py fit --config configs/stage1/tiny.yaml --print_config
-    python tools/train.py fit --config configs/stage1/mug.yaml --ckpt_path outputs/mug/stage1/checkpoints/last.ckpt   # exact resume
-    python tools/train.py fit --config configs/stage2/facial_512.yaml --init_from outputs/general/stage2/checkpoints/last.ckpt
+    # exact resume:
+    python tools/train.py fit --config configs/stage1/mug.yaml --ckpt_path outputs/mug/stage1/checkpoints/last.ckpt
+    python tools/train.py fit --config configs/stage2/facial_512.yaml \\
+        --init_from outputs/general/stage2/checkpoints/last.ckpt
 
 Configs are typed ``class_path``/``init_args`` YAML: the model and data classes come from the config,
 so one entry point serves both stages and every dataset. A config may start with ``__base__: FILE``

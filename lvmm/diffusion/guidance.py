@@ -83,7 +83,8 @@ class EnergyGuidance(GuidanceTerm):
 
 
 def spatial_gradient(fields: torch.Tensor) -> torch.Tensor:
-    """Finite-difference x and y gradients of ``(..., C, H, W)`` fields, zero-padded to keep the size: (..., 2C, H, W)."""
+    """Finite-difference x and y gradients of ``(..., C, H, W)`` fields, zero-padded to keep the size:
+    (..., 2C, H, W)."""
     return torch.cat(forward_differences(fields), dim=-3)
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from lvmm import cli
-from lvmm.checkpoint import CheckpointError
+from lvmm.checkpoint import CheckpointError, file_sha256
 from lvmm.evaluation import frechet
 from lvmm.evaluation.i3d import load_i3d
 from lvmm.evaluation.inception import load_fid_inception
@@ -45,7 +45,6 @@ from lvmm.evaluation.video_metrics import (
     mean_std,
     paired_scores,
 )
-from lvmm.evaluation.weights import file_sha256
 from lvmm.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, atomic_write_bytes, read_image, read_video
 
 ALL_METRICS = ("fvd", "fid", "lpips", "psnr", "ssim")
@@ -165,7 +164,8 @@ def check_generated(videos: list[GeneratedVideo], protocol: Protocol) -> Protoco
             protocol = protocol.replace(num_frames=t)
         if (h, w) != (protocol.height, protocol.width):
             raise EvaluationError(
-                f"{video.path}: generated video is {h}x{w}, protocol '{protocol.name}' needs {protocol.height}x{protocol.width}; "
+                f"{video.path}: generated video is {h}x{w}, protocol '{protocol.name}' needs "
+                f"{protocol.height}x{protocol.width}; "
                 "generate at the protocol's size (evaluation never resizes generated videos)"
             )
         if t != protocol.num_frames:
@@ -536,7 +536,10 @@ def protocol_text(report: dict) -> str:
     selection = f"split '{r['split']}'" if r["split"] else "all samples"
     if r["test_subjects"]:
         selection += f", subjects {','.join(r['test_subjects'])}"
-    ref = f"  reference: {r['videos']} videos from {len(r['shards'])} shard(s), {selection} ({r['skipped_by_split']} skipped)"
+    ref = (
+        f"  reference: {r['videos']} videos from {len(r['shards'])} shard(s), {selection} "
+        f"({r['skipped_by_split']} skipped)"
+    )
     if r["resized_from"]:
         ref += f"; resized from {', '.join(r['resized_from'])}"
     if r["subsampled_to_protocol_length"]:
@@ -556,18 +559,21 @@ def protocol_text(report: dict) -> str:
             )
     if f["fid"]:
         lines.append(
-            f"  FID: {f['fid']['network']}; {f['fid']['frames'][0]} vs {f['fid']['frames'][1]} frames at {f['fid']['input']}"
+            f"  FID: {f['fid']['network']}; {f['fid']['frames'][0]} vs {f['fid']['frames'][1]} frames at "
+            f"{f['fid']['input']}"
         )
     if f["paired"]:
         lines.append(
-            f"  PSNR/SSIM/LPIPS: {g['paired_videos']} paired videos, frames {f['paired']['frames_from']} onwards ({f['paired']['frames']} frames)"
+            f"  PSNR/SSIM/LPIPS: {g['paired_videos']} paired videos, frames {f['paired']['frames_from']} onwards "
+            f"({f['paired']['frames']} frames)"
         )
     for name, w in report["weights"].items():
         lines.append(f"  weights {name}: {w['path']} (sha256 {w['sha256']})")
     for metric, key, standard in (("fvd", "i3d_size", I3D_SIZE), ("fid", "inception_size", INCEPTION_SIZE)):
         if f[metric] and p[key] != standard:
             lines.append(
-                f"  NOTE: {metric.upper()} input {p[key]} is not the standard {standard}; not comparable with published values"
+                f"  NOTE: {metric.upper()} input {p[key]} is not the standard {standard}; not comparable with "
+                "published values"
             )
     return "\n".join(lines)
 

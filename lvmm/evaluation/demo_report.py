@@ -415,12 +415,14 @@ def markdown(report: dict, targets: dict[str, tuple[bool, str]], s: ReportSettin
         "## Stage two: conditioning",
         "",
         f"Accuracy of a family classifier on text-conditioned samples: **{accuracy:.3f}** over {clips} clips "
-        f"(chance {chance:.3f}; CFG weight {s.guidance_scale}). The same classifier on decoded fields of true held-out clips: "
+        f"(chance {chance:.3f}; CFG weight {s.guidance_scale}). The same classifier on decoded fields of true "
+        "held-out clips: "
         f"{reference:.3f}.",
         "",
         "## Motion magnitude: generated / true",
         "",
-        f"Mean displacement of generated fields / of the decoded true fields, {report['magnitude']['clips']} held-out clips "
+        f"Mean displacement of generated fields / of the decoded true fields, {report['magnitude']['clips']} "
+        "held-out clips "
         f"({report['magnitude']['note']}): **{report['magnitude']['ratio']:.2f}** "
         f"({report['magnitude']['generated_px']:.3f} / {report['magnitude']['true_px']:.3f} px).",
         "",
@@ -440,18 +442,21 @@ def markdown(report: dict, targets: dict[str, tuple[bool, str]], s: ReportSettin
         "| | wrap ratio (fields) | wrap ratio (frames) |",
         "| --- | --- | --- |",
         f"| without loop guidance | {lp['without']['wrap_field']:.3f} | {lp['without']['wrap_frames']:.3f} |",
-        f"| with loop guidance (mu = {s.loop_guidance:g}) | {lp['with']['wrap_field']:.3f} | {lp['with']['wrap_frames']:.3f} |",
+        f"| with loop guidance (mu = {s.loop_guidance:g}) | {lp['with']['wrap_field']:.3f} | "
+        f"{lp['with']['wrap_frames']:.3f} |",
         "",
         f"Motion kept with loop guidance: fields {lp['motion_kept_field']:.2f}, frames {lp['motion_kept_frames']:.2f}.",
         "",
         "## Frames at the photo's resolution",
         "",
         f"Photos at a {SHARPNESS_SIDE}-px short side; motion at the working size, fields applied to the photo itself. "
-        f"Pop (step out of the photo / median later step, {report['pop']['n']} clips): mean {report['pop']['mean']:.2f}, "
+        f"Pop (step out of the photo / median later step, {report['pop']['n']} clips): mean "
+        f"{report['pop']['mean']:.2f}, "
         f"max {report['pop']['max']:.2f}. Sharpness (mean gradient magnitude of frames 1..K / the photo's): "
         f"mean {report['sharpness']['ratio']:.3f}, min {report['sharpness']['min']:.3f}.",
         "",
-        f"One 40-frame animation of a {report['forty_frames_1024x768']['size'][1]}x{report['forty_frames_1024x768']['size'][0]} photo "
+        "One 40-frame animation of a "
+        f"{report['forty_frames_1024x768']['size'][1]}x{report['forty_frames_1024x768']['size'][0]} photo "
         f"({report['forty_frames_1024x768']['note']}): {report['forty_frames_1024x768']['seconds']:.1f} s.",
         "",
         "## Sampler time per clip",

@@ -155,7 +155,8 @@ def frechet_distance(mu1, sigma1, mu2=None, sigma2=None) -> float:
     sigma1, sigma2 = _as_float64(sigma1), _as_float64(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.numel(), mu1.numel()):
         raise ValueError(
-            f"inconsistent shapes: mu {tuple(mu1.shape)}/{tuple(mu2.shape)}, sigma {tuple(sigma1.shape)}/{tuple(sigma2.shape)}"
+            f"inconsistent shapes: mu {tuple(mu1.shape)}/{tuple(mu2.shape)}, sigma "
+            f"{tuple(sigma1.shape)}/{tuple(sigma2.shape)}"
         )
     mean_term = float(((mu1 - mu2) ** 2).sum())
     trace_term = float(torch.trace(sigma1) + torch.trace(sigma2)) - 2.0 * trace_sqrt_product(sigma1, sigma2)

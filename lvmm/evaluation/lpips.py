@@ -25,8 +25,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from lvmm.checkpoint import CheckpointError
-from lvmm.evaluation.weights import load_weights, read_state_dict
+from lvmm.checkpoint import CheckpointError, read_state_dict
+from lvmm.evaluation.weights import load_weights
 
 # The ends of the five AlexNet slices LPIPS compares (after each ReLU of `features`).
 ALEX_SLICE_ENDS = (2, 5, 8, 10, 12)

@@ -73,7 +73,9 @@ class Protocol:
 def _lfdm(name: str, dataset: str, subjects: str) -> Protocol:
     return Protocol(
         name=name,
-        description=f"LFDM/LVMM protocol on {dataset}: one video per test video from its first frame, 128x128, 40 frames",
+        description=(
+            f"LFDM/LVMM protocol on {dataset}: one video per test video from its first frame, 128x128, 40 frames"
+        ),
         height=128,
         width=128,
         num_frames=40,

@@ -79,7 +79,8 @@ def evaluate_stage_one(
 ) -> dict:
     """Evaluate ``model`` on batches of pairs (``img0``, ``imgk`` (B, 3, H, W); optional ``flow``, ``has_flow``).
 
-    Returns ``{"pairs": n, "moving_pairs": m, "frames": {row: {"psnr", "psnr_dataset", "psnr_moving", "ssim", "l1"}}, "epe_px": {"predicted", "decoded", "zero"}}``
+    Returns ``{"pairs": n, "moving_pairs": m, "frames": {row: {"psnr", "psnr_dataset", "psnr_moving", "ssim", "l1"}},
+    "epe_px": {"predicted", "decoded", "zero"}}``
     (``true_warp``, ``psnr_moving`` (the mean over pairs whose true field is not zero) and ``epe_px`` only where
     every pair has a true field), and flat headline keys: ``psnr`` and ``ssim`` ({row: value}, PSNR from the
     mean MSE), ``psnr_gain_over_copy_db`` (P over copy) and ``vae_psnr_loss_db`` (P minus decoded).

@@ -14,34 +14,18 @@ Files are read with ``torch.load(..., weights_only=True)`` or as ``.safetensors`
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lvmm.checkpoint import CheckpointError, check_state_dict
+from lvmm.checkpoint import CheckpointError, check_state_dict, file_sha256, read_state_dict
 
 # torch.hub's convention: the file name ends in "-<at least 8 hex digits of its sha256>.<ext>".
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
-_HASH_CHUNK_BYTES = 1 << 20
-# Containers some training scripts wrap their weights in.
-_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
-# Prefix added by nn.DataParallel / DistributedDataParallel.
-_PARALLEL_PREFIX = "module."
 
 __all__ = ["CheckpointError", "file_sha256", "expected_sha256", "read_state_dict", "load_weights"]
-
-
-def file_sha256(path: str | Path) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def expected_sha256(path: str | Path, sha256: str | None = None) -> str | None:
@@ -50,34 +34,6 @@ def expected_sha256(path: str | Path, sha256: str | None = None) -> str | None:
         return sha256.lower()
     match = _HASH_IN_NAME.search(Path(path).name)
     return match.group(1) if match else None
-
-
-def read_state_dict(path: str | Path, what: str, source: str) -> dict[str, torch.Tensor]:
-    """Read a flat tensor dict from ``.safetensors`` or a ``torch.save`` file, safely.
-
-    ``what`` names the network in errors, ``source`` says where users obtain the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: {what} weights not found. {source}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, foreign or pickled-object files
-        raise CheckpointError(f"{path}: cannot read {what} weights ({type(e).__name__}: {e})") from e
-    for key in _WRAPPER_KEYS:
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: {what} weights are not a flat dict of tensors")
-    if state and all(k.startswith(_PARALLEL_PREFIX) for k in state):
-        state = {k[len(_PARALLEL_PREFIX) :]: v for k, v in state.items()}
-    return dict(state)
 
 
 def _fill_batchnorm_counters(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
