@@ -43,6 +43,23 @@ setup(
         "matplotlib>=3.8,<3.12",
         "pyyaml>=6,<7",
     ],
+    # one console script a tool; `python tools/<tool>.py` runs the same code from a checkout
+    entry_points={
+        "console_scripts": [
+            "lvmm-train = lvmm.cli.train:run",
+            "lvmm-make-shards = lvmm.cli.make_shards:run",
+            "lvmm-encode-motion = lvmm.cli.encode_motion:run",
+            "lvmm-animate = lvmm.cli.animate:run",
+            "lvmm-evaluate = lvmm.cli.evaluate:run",
+            "lvmm-eval-stage1 = lvmm.cli.eval_stage1:run",
+            "lvmm-export = lvmm.cli.export:run",
+            "lvmm-generate = lvmm.cli.generate:run",
+            "lvmm-embed = lvmm.cli.embed:run",
+            "lvmm-report = lvmm.cli.report:run",
+            "lvmm-demo = lvmm.cli.demo:run",
+            "lvmm-app = lvmm.cli.app:run",
+        ]
+    },
     extras_require={
         "dev": [
             "pytest>=8,<10",

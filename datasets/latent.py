@@ -36,7 +36,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from lvmm.datasets.procedural import DEFAULT_FPS, FAMILIES, _field_px, _sample_params
+from lvmm.datasets.procedural import DEFAULT_FPS, FAMILIES, field_px, sample_params
 from lvmm.datasets.readers import SAMPLE_ERRORS, dist_info, expand_shards
 from lvmm.datasets.sampling import EpochSampler
 from lvmm.warp import pixels_to_normalised
@@ -251,11 +251,11 @@ def synthetic_latent_clip(
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
     fam = families[int(rng.integers(0, len(families)))]
-    p = _sample_params(fam, rng, size, size)
+    p = sample_params(fam, rng, size, size)
     theta = torch.from_numpy(
         (2 * math.pi * p["frequency_hz"] * np.arange(num_frames + 1) / fps + p["phase"]).astype(np.float32)
     )
-    u = _field_px(fam, p, theta, size, size)  # (K+1, 2, h, w) pixels
+    u = field_px(fam, p, theta, size, size)  # (K+1, 2, h, w) pixels
     d = pixels_to_normalised(u - u[:1], size, size)
     z = torch.cat([d, (d[:, :1] + d[:, 1:]) / math.sqrt(2), (d[:, :1] - d[:, 1:]) / math.sqrt(2)], 1)
     ramp = (torch.arange(size) + 0.5) / size * 2 - 1

@@ -28,8 +28,11 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import IterableDataset, get_worker_info
 
-from lvmm.datasets.readers import _seed, choose_frames, decode
-from lvmm.media import MediaError, fsync_dir
+from lvmm.datasets.manifest import JsonlManifest
+from lvmm.datasets.readers import choose_frames, decode, stable_seed
+from lvmm.datasets.writer.encoding import npy_bytes
+from lvmm.datasets.writer.tar_files import add_member
+from lvmm.media import MediaError, commit_file
 
 MANIFEST_GLOB = "manifest-rank*.jsonl"
 
@@ -38,33 +41,16 @@ def output_name(input_shard: str | os.PathLike) -> str:
     return f"latent-{Path(input_shard).stem}.tar"
 
 
-def _manifest_rows(manifest: Path) -> list[dict]:
-    """The JSON rows of one manifest; a torn or garbled line (a kill mid-append) is skipped with a warning."""
-    rows = []
-    for n, line in enumerate(manifest.read_text(encoding="utf-8", errors="replace").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            warnings.warn(
-                f"{manifest}:{n + 1}: ignoring a torn manifest line (an interrupted run); its shard is redone"
-            )
-            continue
-        if isinstance(row, dict) and "input" in row:
-            rows.append(row)
-    return rows
-
-
 def finished_inputs(out_dir: str | os.PathLike) -> set[str]:
     """Input shard names that some rank's manifest records as finished."""
     return {row["input"] for row in read_manifests(out_dir)}
 
 
 def read_manifests(out_dir: str | os.PathLike) -> list[dict]:
+    """The rows of every rank's manifest: one a finished input shard (a torn or garbled line is skipped, warned)."""
     rows = []
     for manifest in sorted(Path(out_dir).glob(MANIFEST_GLOB)):
-        rows += _manifest_rows(manifest)
+        rows += [row for row in JsonlManifest(manifest).rows(warn=warnings.warn) if "input" in row]
     return rows
 
 
@@ -220,7 +206,7 @@ class VideoClipBatches(IterableDataset):
             return [
                 (
                     f"{key}_r{d:03d}",
-                    choose_frames(t, self.num_frames, "random_sorted", random.Random(_seed(key, d)), True),
+                    choose_frames(t, self.num_frames, "random_sorted", random.Random(stable_seed(key, d)), True),
                 )
                 for d in range(draws)
             ]
@@ -251,17 +237,12 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
 class LatentShardWriter(BasePredictionWriter):
     """Writes the records of :class:`~lvmm.stages.motion_encoding.MotionEncoding` as latent motion shards.
 
     Each record becomes a sample with ``motion.npy`` (float16, (K+1, 4, h, w)), ``img_emb.npy``,
-    ``txt_emb.npy`` (when there is a caption), ``first.png`` and ``json`` (docs/data-formats.md, Latent motion shards). Clips
+    ``txt_emb.npy`` (when there is a caption), ``first.png`` and ``json`` (docs/data-formats.md, Latent motion
+    shards). Clips
     whose reconstruction error is above the threshold were already dropped by the module and are
     counted here.
     """
@@ -281,12 +262,7 @@ class LatentShardWriter(BasePredictionWriter):
         self.rank = trainer.global_rank
         for stale in self.out_dir.glob(f".*.tmp-rank{self.rank}"):
             stale.unlink()  # left by a killed run; its input shard is not in any manifest
-        if self.manifest.exists():  # cut a torn last line, so that the next row starts on a line of its own
-            data = self.manifest.read_bytes()
-            if data and not data.endswith(b"\n"):
-                with open(self.manifest, "r+b") as f:
-                    f.truncate(data.rfind(b"\n") + 1)
-                    os.fsync(f.fileno())
+        JsonlManifest(self.manifest).repair()  # a torn last line: the next row starts on a line of its own
 
     def on_exception(self, trainer, pl_module, exception):
         """Remove the temporaries of the output shards this rank was writing."""
@@ -308,15 +284,9 @@ class LatentShardWriter(BasePredictionWriter):
             )
         return self.open[source]
 
-    @staticmethod
-    def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = len(data), 0o444, 0  # fixed mtime: identical reruns, identical bytes
-        tar.addfile(info, io.BytesIO(data))
-
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         if batch.get("unreadable"):
-            warnings.warn(f"{batch['unreadable']}; not recorded as finished, a rerun tries it again")
+            warnings.warn(f"{batch['unreadable']}; not recorded as finished, a rerun tries it again", stacklevel=2)
             self.unreadable.append(batch["unreadable"])
             return
         tar, final, counts = self._writer(batch["source"])
@@ -326,12 +296,12 @@ class LatentShardWriter(BasePredictionWriter):
         counts["read"] += len(batch["keys"])
         for rec in prediction["kept"]:
             key = rec["key"]
-            self._add(tar, f"{key}.motion.npy", _npy_bytes(rec["motion"].astype(np.float16)))
-            self._add(tar, f"{key}.img_emb.npy", _npy_bytes(rec["img_emb"].astype(np.float32)))
+            add_member(tar, f"{key}.motion.npy", npy_bytes(rec["motion"].astype(np.float16)))
+            add_member(tar, f"{key}.img_emb.npy", npy_bytes(rec["img_emb"].astype(np.float32)))
             if rec.get("txt_emb") is not None:
-                self._add(tar, f"{key}.txt_emb.npy", _npy_bytes(rec["txt_emb"].astype(np.float32)))
-            self._add(tar, f"{key}.first.png", _png_bytes(rec["first"]))
-            self._add(tar, f"{key}.json", json.dumps(rec["json"], sort_keys=True).encode())
+                add_member(tar, f"{key}.txt_emb.npy", npy_bytes(rec["txt_emb"].astype(np.float32)))
+            add_member(tar, f"{key}.first.png", _png_bytes(rec["first"]))
+            add_member(tar, f"{key}.json", json.dumps(rec["json"], sort_keys=True).encode())
         counts["kept"] += len(prediction["kept"])
         counts["dropped"] += prediction["dropped"]
         if batch["last"]:
@@ -340,13 +310,7 @@ class LatentShardWriter(BasePredictionWriter):
     def _finish(self, source: str) -> None:
         tar, final, counts = self.open.pop(source)
         tar.close()
-        tmp = Path(tar.name)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        tmp.replace(final)
-        fsync_dir(self.out_dir)
-        row = {"input": Path(source).name, "output": final.name, "rank": self.rank, **counts}
-        with open(self.manifest, "a") as m:
-            m.write(json.dumps(row) + "\n")
-            m.flush()
-            os.fsync(m.fileno())
+        commit_file(Path(tar.name), final)
+        JsonlManifest(self.manifest).append(
+            {"input": Path(source).name, "output": final.name, "rank": self.rank, **counts}
+        )

@@ -120,7 +120,9 @@ def _adverb(fraction: float, low: str, high: str) -> str:
     return low if fraction < 0.5 else high
 
 
-def _sample_params(family: str, rng: np.random.Generator, height: int, width: int) -> dict:
+def sample_params(family: str, rng: np.random.Generator, height: int, width: int) -> dict:
+    """Random parameters of one clip of ``family`` at (H, W): amplitude, frequency, phase, centre, ...; see
+    :func:`field_px`."""
     amp_lo, amp_hi = AMPLITUDE_PX_AT_64
     amp_frac = rng.random()
     p = {
@@ -159,7 +161,7 @@ def _caption(family: str, p: dict) -> str:
     raise ValueError(f"unknown family {family!r}")
 
 
-def _field_px(family: str, p: dict, theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def field_px(family: str, p: dict, theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The periodic field u_t in pixels of the (H, W) frame for phases ``theta`` (T,): (T, 2, H, W)."""
     ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
     short = min(height, width)
@@ -215,11 +217,11 @@ def make_clip(
     photo = names[int(rng.integers(0, len(names)))]
     fam = family or families[int(rng.integers(0, len(families)))]
     base = _crop(load_photo(photo), height, width, rng)  # (1, 3, 2H, 2W)
-    p = _sample_params(fam, rng, height, width)
+    p = sample_params(fam, rng, height, width)
     t = torch.arange(num_frames, dtype=torch.float64) / fps
     theta = (2 * math.pi * p["frequency_hz"] * t + p["phase"]).float()
     big_h, big_w = height * SUPERSAMPLE, width * SUPERSAMPLE
-    u = _field_px(fam, p, theta, big_h, big_w)  # (T, 2, 2H, 2W) pixels of the big frame
+    u = field_px(fam, p, theta, big_h, big_w)  # (T, 2, 2H, 2W) pixels of the big frame
     d_big = pixels_to_normalised(u - u[:1], big_h, big_w)
     frames_big = warp(base.expand(num_frames, -1, -1, -1), d_big)  # (T, 3, 2H, 2W)
     frames = F.avg_pool2d(frames_big, SUPERSAMPLE)  # (T, 3, H, W)

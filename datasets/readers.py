@@ -99,7 +99,8 @@ def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[i
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _seed(*parts) -> int:
+def stable_seed(*parts) -> int:
+    """A 64-bit seed that depends only on ``parts`` (their repr), the same in every process and run."""
     return int.from_bytes(hashlib.sha1(repr(parts).encode()).digest()[:8], "little")
 
 
@@ -303,7 +304,7 @@ class ShardStream(IterableDataset):
         loader_seed = torch.initial_seed() if info is not None and self.train else 0
         epoch = self.epoch if self.train else 0  # evaluation streams are the same every epoch
         self.epoch += 1
-        rng = random.Random(_seed(self.seed, epoch, rank, worker, loader_seed))
+        rng = random.Random(stable_seed(self.seed, epoch, rank, worker, loader_seed))
         quota = self.length // workers + (1 if worker < self.length % workers else 0)
         urls = self._my_urls(rank, world, worker, workers)
         samples = wds.tarfile_to_samples(handler=self._skip_tar_error)(self._shard_urls(urls, rng))
@@ -315,7 +316,7 @@ class ShardStream(IterableDataset):
             raw = next(samples)
             try:
                 sample = decode(raw)
-                item_rng = rng if self.train else random.Random(_seed(self.seed, sample.key))
+                item_rng = rng if self.train else random.Random(stable_seed(self.seed, sample.key))
                 item = self.make_item(sample, item_rng)
             except SAMPLE_ERRORS as e:
                 consecutive += 1

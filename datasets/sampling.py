@@ -33,7 +33,8 @@ class EpochSampler(Sampler[int]):
         return self.epoch + self.offset
 
     def resume_at(self, order_epoch: int, items: int, trainer_epoch: int) -> None:
-        """Continue ``items`` indices into the permutation of ``order_epoch``, which the trainer calls ``trainer_epoch``.
+        """Continue ``items`` indices into the permutation of ``order_epoch``, which the trainer calls
+        ``trainer_epoch``.
 
         Lightning counts a run stopped at ``max_steps`` as a finished epoch, so a resumed run may number
         its epochs one higher than the run it continues; the offset keeps the orders the same.

@@ -16,10 +16,10 @@ malformed file raises :class:`CheckpointError` naming the file and the reason.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lvmm.media import fsync_dir
+from lvmm.media import atomic_write
 
 ALLOWED_PREFIX = "lvmm."
 MAX_NETWORK_ELEMENTS = 4_000_000_000
@@ -216,17 +216,7 @@ def save_networks(path: str | Path, networks: Mapping[str, nn.Module], extra: Ma
         "lvmm_networks": json.dumps({n: net.config for n, net in networks.items()}),
         "lvmm_extra": json.dumps(dict(extra or {})),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 class CheckpointError(RuntimeError):
@@ -244,6 +234,21 @@ def _json_field(path: Path, meta: Mapping, name: str, default: str | None = None
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: metadata {name!r} must be a JSON object, not {type(value).__name__}")
     return value
+
+
+def load_checkpoint_dict(path: str | Path) -> dict:
+    """A Lightning ``.ckpt`` (or any ``torch.save`` dict) read safely: ``torch.load(weights_only=True)`` on the CPU.
+
+    Raises :class:`CheckpointError` naming the file for a truncated or foreign file, one that would need
+    unpickling code, or one that holds something other than a dict."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file, or one that needs unpickling code
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a checkpoint dict (holds a {type(ckpt).__name__})")
+    return ckpt
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
@@ -270,12 +275,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], di
         except Exception as e:  # SafetensorError, OSError: truncated or not a safetensors file
             raise CheckpointError(f"{path}: cannot read safetensors file ({type(e).__name__}: {e})") from None
     else:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated or foreign file, or one that needs unpickling code
-            raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
-        if not isinstance(ckpt, dict):
-            raise CheckpointError(f"{path}: not a checkpoint dict (holds a {type(ckpt).__name__})")
+        ckpt = load_checkpoint_dict(path)
         if "lvmm_networks" not in ckpt:
             raise CheckpointError(f"{path}: no 'lvmm_networks' entry; was it written by an LVMM stage module?")
         if "state_dict" not in ckpt:
@@ -299,12 +299,7 @@ def check_hyperparameters(path: str | Path) -> None:
     import pytorch_lightning as pl
 
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: not a checkpoint dict (holds a {type(ckpt).__name__})")
+    ckpt = load_checkpoint_dict(path)
 
     def check(value, depth=0):
         if depth > 4 * MAX_NESTING:
@@ -367,6 +362,58 @@ def load_networks(
         net.load_state_dict(sub, strict=True)
         nets[name] = net.to(map_location).eval()
     return nets
+
+
+_HASH_CHUNK_BYTES = 1 << 20
+# Containers some training scripts wrap their weights in.
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+# Prefix added by nn.DataParallel / DistributedDataParallel.
+_PARALLEL_PREFIX = "module."
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path, what: str, source: str, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Read a flat tensor dict of a network's weights from ``.safetensors`` or a ``torch.save`` file, safely.
+
+    The one reader of third-party weight files (the metric networks, ImageBind, VGG). ``what`` names the network
+    in errors, ``source`` says where users obtain the file. ``torch.save`` files are read with
+    ``weights_only=True``; with ``mmap`` memory-mapped where their format allows (a 4.8 GB file is not copied
+    twice). A container (``state_dict``, ``model``, ...) is unwrapped, as is DataParallel's ``module.`` prefix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} weights not found. {source}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError:
+                if not mmap:
+                    raise
+                state = torch.load(path, map_location="cpu", weights_only=True)  # legacy format: no mmap
+    except Exception as e:  # truncated, foreign or pickled-object files
+        raise CheckpointError(f"{path}: cannot read {what} weights ({type(e).__name__}: {e})") from e
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: {what} weights are not a flat dict of tensors")
+    if state and all(k.startswith(_PARALLEL_PREFIX) for k in state):
+        state = {k[len(_PARALLEL_PREFIX) :]: v for k, v in state.items()}
+    return dict(state)
 
 
 def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str, show: int = 5) -> None:

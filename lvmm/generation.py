@@ -45,9 +45,10 @@ def resize_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def list_test_samples(shards: list[str], split: str | None, subjects: list[str] | None = None) -> list[tuple[str, str]]:
-    """(shard, key) of the test samples (json ``split`` / ``subject``, :func:`lvmm.metrics.protocols.keep_reference_sample`)."""
+    """(shard, key) of the test samples (json ``split`` / ``subject``,
+    :func:`lvmm.evaluation.protocols.keep_reference_sample`)."""
     from lvmm.datasets.latent_encoding import iter_tar_samples
-    from lvmm.metrics.protocols import keep_reference_sample
+    from lvmm.evaluation.protocols import keep_reference_sample
 
     chosen = []
     for shard in shards:
@@ -152,15 +153,12 @@ def finished_keys(out: Path, keys: list[str], seeds: list[int], fmt: str) -> set
 
 def check_settings(out: Path, settings: dict, overwrite: bool = False) -> None:
     """Record the settings on the first run; refuse to add to videos made with other ones."""
-    path = out / SETTINGS
+    from lvmm.datasets.manifest import check_settings as differing
+
     out.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not overwrite:
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff:
-            raise ValueError(
-                f"{out} holds videos generated with other settings ({', '.join(diff)} differ): "
-                "use another --out, or --overwrite"
-            )
-        return
-    atomic_write_bytes(path, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())
+    diff = differing(out / SETTINGS, settings, overwrite)
+    if diff:
+        raise ValueError(
+            f"{out} holds videos generated with other settings ({', '.join(diff)} differ): "
+            "use another --out, or --overwrite"
+        )

@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lvmm.checkpoint import check_state_dict
+from lvmm.checkpoint import check_state_dict, read_state_dict
+from lvmm.evaluation.frame_metrics import fitting_window
 from lvmm.nets.region_predictor import sqrtm_2x2
-from lvmm.warp import base_grid, normalised_to_pixels, pixels_to_normalised, resize_field, warp
+from lvmm.warp import base_grid, forward_differences, normalised_to_pixels, pixels_to_normalised, resize_field, warp
 
-SSIM_WINDOW = 5
+SSIM_WINDOW = 5  # the loss's window, smaller than the evaluation's 11: it acts on every scale of the pyramid
 """SSIM window of the fallback reconstruction loss: small, because tiny frames are 64 px wide."""
 SMOOTHNESS_EDGE_WEIGHT = 10.0
 """Edge-aware smoothness: the penalty on field gradients is scaled by exp(-this * |grad I|)."""
@@ -56,7 +57,7 @@ class VGG19Features(nn.Sequential):
         """Load weights saved as a state dict of ``vgg19().features`` (keys ``0.weight``, ...) or of the whole
         ``vgg19()`` (keys ``features.0.weight``, ...; the classifier is ignored). Nothing is downloaded."""
         net = cls()
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state_dict(path, "VGG19", "pass the local path of torchvision's vgg19 weights")
         if any(k.startswith("features.") for k in state):
             state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         check_state_dict(net, state, f"VGG19 weights {path}")
@@ -98,7 +99,7 @@ class ReconstructionLoss(nn.Module):
                 fp, ft = self.vgg((p - self.mean) / self.std), self.vgg((t - self.mean) / self.std)
                 loss = loss + sum(F.l1_loss(a, b) for a, b in zip(fp, ft)) / len(fp)
             else:
-                window = min(SSIM_WINDOW, min(p.shape[-2:]) // 2 * 2 - 1)
+                window = fitting_window(p.shape, SSIM_WINDOW)
                 loss = loss + F.l1_loss(p, t) + kornia.losses.ssim_loss(p, t, window)
         return loss
 
@@ -117,9 +118,8 @@ def edge_aware_smoothness(displacement: torch.Tensor, image: torch.Tensor) -> to
     h, w = displacement.shape[-2:]
     d = normalised_to_pixels(displacement, h, w)
     img = F.interpolate(image, size=(h, w), mode="area")
-    dx_d, dy_d = d[..., :, 1:] - d[..., :, :-1], d[..., 1:, :] - d[..., :-1, :]
-    dx_i = (img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True)
-    dy_i = (img[..., 1:, :] - img[..., :-1, :]).abs().mean(1, keepdim=True)
+    dx_d, dy_d = forward_differences(d, pad=False)
+    dx_i, dy_i = (g.abs().mean(1, keepdim=True) for g in forward_differences(img, pad=False))
     return (dx_d.abs() * torch.exp(-SMOOTHNESS_EDGE_WEIGHT * dx_i)).mean() + (
         dy_d.abs() * torch.exp(-SMOOTHNESS_EDGE_WEIGHT * dy_i)
     ).mean()

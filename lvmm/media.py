@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -47,32 +47,57 @@ def video_info(path: str | os.PathLike) -> dict:
         raise MediaError(f"{path}: cannot open video ({type(e).__name__}: {e})") from e
 
 
-def read_video(source, max_frames: int | None = None) -> tuple[np.ndarray, float | None]:
-    """Decode every frame (or the first ``max_frames``) of a file path or bytes; returns (frames, fps)."""
+def iter_video(source) -> tuple[float | None, Iterator[np.ndarray]]:
+    """Open a video (a file path or bytes): its frame rate and an iterator of its RGB frames, decoded one at a time.
+
+    Errors name the file. The iterator raises :class:`MediaError` at its end when fewer frames decoded than the
+    container declares (a truncated file), and closes the container when it ends or is closed.
+    """
     import av
 
-    name = source if isinstance(source, (str, os.PathLike)) else "<bytes>"
-    handle = str(source) if isinstance(source, (str, os.PathLike)) else io.BytesIO(source)
+    is_path = isinstance(source, (str, os.PathLike))
+    name = str(source) if is_path else "<bytes>"
+    if is_path and not os.path.exists(source):
+        raise MediaError(f"{name}: file not found")
+    if is_path and os.path.getsize(source) == 0:
+        raise MediaError(f"{name}: empty file (0 bytes)")
+    try:
+        container = av.open(name if is_path else io.BytesIO(source))
+    except Exception as e:
+        raise MediaError(f"{name}: cannot open video ({type(e).__name__}: {e})") from e
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{name}: no video stream")
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+    declared = stream.frames or None
+
+    def frames():
+        n = 0
+        try:
+            for frame in decode_frames(container, stream, name):
+                n += 1
+                yield frame
+            check_frame_count(name, n, declared)
+        finally:
+            container.close()
+
+    return fps, frames()
+
+
+def read_video(source, max_frames: int | None = None) -> tuple[np.ndarray, float | None]:
+    """Decode every frame (or the first ``max_frames``) of a file path or bytes; returns (frames, fps)."""
+    fps, stream = iter_video(source)
     frames = []
     try:
-        with av.open(handle) as container:
-            if not container.streams.video:
-                raise MediaError(f"{name}: no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0) or None
-            declared = stream.frames or None
-            for frame in decode_frames(container, stream, name):
-                frames.append(frame)
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-            else:
-                check_frame_count(name, len(frames), declared)
-    except MediaError:
-        raise
-    except Exception as e:
-        raise MediaError(f"{name}: cannot decode video ({type(e).__name__}: {e})") from e
+        for frame in stream:
+            frames.append(frame)
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    finally:
+        stream.close()
     if not frames:
-        raise MediaError(f"{name}: no decodable frames")
+        raise MediaError(f"{source if isinstance(source, (str, os.PathLike)) else '<bytes>'}: no decodable frames")
     return np.stack(frames), fps
 
 
@@ -163,22 +188,35 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temporary name beside ``path``, fsync, rename and fsync the folder: a reader never sees
-    half a file, a crash leaves the old file or the new one, and a failed write leaves no temporary."""
+def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Make a finished temporary file ``tmp`` the file ``path``: fsync it, rename it over ``path`` and fsync the
+    folder, so that a crash leaves the old file or the new one, never half of one."""
+    tmp, path = Path(tmp), Path(path)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temporary name beside it, then :func:`commit_file`.
+
+    A reader never sees half a file, and a failed write leaves no temporary behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write(tmp)
+        commit_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """:func:`atomic_write` of ``data``."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_video(

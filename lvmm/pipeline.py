@@ -36,9 +36,8 @@ import torch.nn.functional as F
 
 import lvmm
 from lvmm.animation import LOOP_GUIDANCE_START, Animation, AnimationError, AnimationOptions, Animator
-from lvmm.checkpoint import CheckpointError, build, check_state_dict
+from lvmm.checkpoint import CheckpointError, build, check_state_dict, file_sha256, load_checkpoint_dict
 from lvmm.media import atomic_write_bytes
-from lvmm.metrics.weights import file_sha256
 
 PACKAGE_FORMAT = "lvmm-model-package"
 PACKAGE_FORMAT_VERSION = 1
@@ -98,10 +97,7 @@ def read_stage(path: str | Path, names: Sequence[str], ema: bool = True) -> Stag
     else:
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint not found")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated or foreign file
-            raise CheckpointError(f"{path}: cannot read checkpoint ({e})") from e
+        ckpt = load_checkpoint_dict(path)
         if "lvmm_networks" not in ckpt:
             raise CheckpointError(f"{path}: no 'lvmm_networks' entry; was it written by an LVMM stage module?")
         configs, extra = ckpt["lvmm_networks"], ckpt.get("lvmm_extra", {})
@@ -163,7 +159,9 @@ def imagebind_spec(cond_dim: int) -> dict:
             "embedding_dim": cond_dim,
             "weights": None,
             "seed": TINY_IMAGEBIND_SEED,
-            "note": "a seeded random tiny ImageBind (no download; stands in for the official weights in tests and the demo)",
+            "note": (
+                "a seeded random tiny ImageBind (no download; stands in for the official weights in tests and the demo)"
+            ),
         }
     return {
         "config": "huge",
@@ -347,7 +345,8 @@ def verify_package(folder: str | Path) -> dict:
         raise PackageError(f"{config_path}: unreadable ({e})") from e
     if not isinstance(config, dict) or config.get("format") != PACKAGE_FORMAT:
         raise PackageError(
-            f"{config_path}: not an LVMM model package (format {config.get('format') if isinstance(config, dict) else None!r})"
+            f"{config_path}: not an LVMM model package "
+            f"(format {config.get('format') if isinstance(config, dict) else None!r})"
         )
     if config.get("format_version") != PACKAGE_FORMAT_VERSION:
         raise PackageError(

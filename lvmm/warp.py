@@ -63,3 +63,15 @@ def end_point_error(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     pred = resize_field(pred[:, :2], (h, w))
     diff = normalised_to_pixels(pred - true[:, :2], h, w)
     return diff.norm(dim=1).mean()
+
+
+def forward_differences(x: torch.Tensor, pad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Finite-difference x and y gradients ``x[..., :, 1:] - x[..., :, :-1]`` and ``x[..., 1:, :] - x[..., :-1, :]``
+    of ``(..., H, W)``; with ``pad`` zero-padded at the far edge so both keep the size ``(..., H, W)``.
+
+    The one implementation of the project's spatial gradients (loop guidance, smoothness loss, motion features).
+    """
+    gx, gy = x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+    if pad:
+        gx, gy = F.pad(gx, (0, 1)), F.pad(gy, (0, 0, 0, 1))
+    return gx, gy

@@ -31,7 +31,8 @@ import torch
 def capture_rng() -> dict:
     """The process's random states, as tensors and lists (they load with ``torch.load(weights_only=True)``)."""
     version, state, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's global generator is what user code and libraries draw from; its state is what must resume
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
     out = {
         "torch": torch.get_rng_state(),
         "python": [version, list(state), gauss],
@@ -47,7 +48,7 @@ def restore_rng(state: dict) -> None:
     version, py_state, gauss = state["python"]
     random.setstate((version, tuple(py_state), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import flow_to_image
 
-from lvmm.evaluation.stage_one import PSNR_CAP_DB
+from lvmm.evaluation.frame_metrics import psnr
 from lvmm.losses import (
     RandomTransform,
     ReconstructionLoss,
@@ -56,12 +56,6 @@ def pairs_from_clips(batch: dict, pairs_per_clip: int) -> dict:
         pairs["flow"] = batch["flows"][rows, k].flatten(0, 1)
         pairs["has_flow"] = torch.as_tensor(batch.get("has_flow", True)).reshape(-1).expand(b)[rows.flatten()]
     return pairs
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images in [0, 1], capped like the evaluation's (identical frames): (B,)."""
-    mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return (-10 * torch.log10(mse)).clamp_max(PSNR_CAP_DB)
 
 
 class StageOne(pl.LightningModule):
@@ -238,7 +232,8 @@ class StageOne(pl.LightningModule):
 
     @torch.no_grad()
     def log_media(self, batch: dict) -> dict[str, np.ndarray]:
-        """Panel rows, per pair: I_0 | I_k | rendered | flow colour | w, for the predicted and then the decoded field."""
+        """Panel rows, per pair: I_0 | I_k | rendered | flow colour | w, for the predicted and then the decoded
+        field."""
         batch = self.as_pairs(batch)
         img0, imgk = batch["img0"][:MEDIA_SAMPLES], batch["imgk"][:MEDIA_SAMPLES]
         field = self.flow(img0, imgk).field

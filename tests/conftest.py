@@ -1,4 +1,5 @@
-"""Shared test set-up: offline wandb, CPU-only determinism, and a GPU marker that skips without one."""
+"""Shared test set-up: offline wandb, CPU-only determinism, a GPU marker that skips without one, and the
+``one_thread`` fixture."""
 
 import os
 
@@ -22,3 +23,13 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread: the tiny networks gain nothing from more, and on a shared
+    2-core machine a second thread spinning against other processes made them up to 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

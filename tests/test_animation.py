@@ -5,9 +5,6 @@ import wave
 import numpy as np
 import pytest
 import torch
-from helpers_pipeline import TINY_IMAGEBIND_DIM, stage_one_checkpoint, stage_two_checkpoint
-from helpers_stage1 import tiny_motion_model
-from helpers_stage2 import tiny_unet
 
 import lvmm.imagebind.encoder as ib_encoder
 import lvmm.rendering as rendering
@@ -16,6 +13,9 @@ from lvmm.diffusion.schedules import DiffusionConfig
 from lvmm.evaluation.motion_metrics import mean_magnitude, pop_ratio, sharpness, wrap_ratio
 from lvmm.media import read_video, to_float, write_image
 from lvmm.warp import pixels_to_normalised
+from tests.helpers.pipeline import TINY_IMAGEBIND_DIM, stage_one_checkpoint, stage_two_checkpoint
+from tests.helpers.stage1 import tiny_motion_model
+from tests.helpers.stage2 import tiny_unet
 
 
 def _photo(h, w, seed=0):
@@ -251,7 +251,7 @@ def _write_wav(path, seconds=2.0, rate=16000):
 
 
 def test_audio_and_image_prompts_through_animate_change_the_motion(checkpoints, tmp_path):
-    from tools.animate import main
+    from lvmm.cli.animate import main
 
     photo = write_image(tmp_path / "photo.png", _photo(64, 96))
     cond = write_image(tmp_path / "cond.png", _photo(80, 80, seed=5))
@@ -311,7 +311,7 @@ def test_prompt_tokens_reach_the_unet_at_comparable_scale(checkpoints, tmp_path)
 def test_the_random_imagebind_is_announced_and_huge_without_weights_is_refused(
     checkpoints, tmp_path, monkeypatch, capsys
 ):
-    from tools.animate import main as animate
+    from lvmm.cli.animate import main as animate
 
     photo = write_image(tmp_path / "photo.png", _photo(64, 64))
     monkeypatch.setattr(ib_encoder, "_noticed", False)

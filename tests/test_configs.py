@@ -11,11 +11,9 @@ import pytest
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tools.train import CHECKPOINT_SUBDIR, config_chain  # noqa: E402
+from lvmm.cli.train import CHECKPOINT_SUBDIR
+from lvmm.configs import config_chain
+from tests.helpers import ROOT
 
 TRAIN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("stage*/*.yaml"))
 BENCHMARKS = ("mug", "mhad", "natops")
@@ -51,7 +49,8 @@ def merged(path: Path) -> dict:
 def _cli(path: Path, *extra: str):
     import pytorch_lightning as pl
 
-    from tools.train import LVMMCLI, expand_config_args
+    from lvmm.cli.train import LVMMCLI
+    from lvmm.configs import expand_config_args
 
     args = expand_config_args(["--config", str(path), *CPU_TRAINER, *extra])
     with mock.patch.object(sys, "argv", ["train.py"]), torch.device("meta"):
@@ -86,7 +85,7 @@ def _ckpt(stage_config: str) -> str:
 @pytest.mark.parametrize("dataset", BENCHMARKS)
 def test_benchmark_steps_chain(dataset):
     from lvmm.datasets.latent_encoding import output_name
-    from lvmm.metrics.protocols import get_protocol
+    from lvmm.evaluation.protocols import get_protocol
 
     s1 = merged(ROOT / f"configs/stage1/{dataset}.yaml")
     s2 = merged(ROOT / f"configs/stage2/{dataset}_128.yaml")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_shards import REPO
 from safetensors.torch import save_file
 
 from lvmm.checkpoint import CheckpointError, build, check_hyperparameters, load_networks, read_checkpoint, save_networks
 from lvmm.datasets.readers import expand_shards
+from tests.helpers.shards import REPO
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -253,10 +253,12 @@ def test_pipe_and_url_shard_specs_are_refused_everywhere(tmp_path):
         with pytest.raises(ValueError, match="refusing"):
             expand_shards(spec)
     assert expand_shards("pipe:cat x", allow_remote=True) == ["pipe:cat x"]
-    encode_motion = pytest.importorskip("tools.encode_motion")
+    from lvmm.cli import encode_motion
+
     with pytest.raises(SystemExit, match="refusing"):
         encode_motion.expand_shards([specs[0]])
-    evaluate = pytest.importorskip("tools.evaluate")
+    from lvmm.evaluation import benchmark as evaluate
+
     with pytest.raises(evaluate.EvaluationError, match="refusing"):
         evaluate.expand_shards([specs[0]])
     assert not marker.exists()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_stage1 import fit_args, run_cli
-from test_exact_resume import _stage_two_args
 
 from lvmm.finetune import load_initial_weights
+from tests.helpers.stage1 import fit_args, run_cli, stage_two_fit_args
 
 
 @pytest.mark.parametrize("stage", ["one", "two"])
 def test_init_from_starts_a_fresh_fit_from_the_weights(stage, tmp_path):
-    make = (lambda root, n: fit_args(root, n)) if stage == "one" else _stage_two_args
+    make = (lambda root, n: fit_args(root, n)) if stage == "one" else stage_two_fit_args
     run_cli(make(tmp_path / "general", 3))
     source = torch.load(tmp_path / "general/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert source["global_step"] == 3
@@ -38,9 +37,8 @@ def test_init_from_starts_a_fresh_fit_from_the_weights(stage, tmp_path):
 
 
 def test_init_from_refuses_weights_of_another_model(tmp_path):
-    from helpers_stage2 import tiny_unet
-
     from lvmm.stages.stage_two import StageTwo
+    from tests.helpers.stage2 import tiny_unet
 
     run_cli(fit_args(tmp_path / "s1", 1))
     with pytest.raises(ValueError, match="do not fit"):

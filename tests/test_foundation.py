@@ -1,6 +1,5 @@
 """The flow convention, media I/O, checkpoints, and the built-in procedural data."""
 
-
 import numpy as np
 import pytest
 import torch

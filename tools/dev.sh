@@ -2,6 +2,7 @@
 # Sets up (or reuses) the virtual environment, then runs one of the project's jobs.
 #   bash tools/dev.sh demo [args]   the main job on the built-in data (tools/demo.py)
 #   bash tools/dev.sh test [args]   the test suite (pytest)
+#   bash tools/dev.sh lint          ruff check and ruff format --check (ruff.toml)
 #   bash tools/dev.sh setup         only create or update the environment
 # LVMM_VENV chooses where the environment lives (default: .venv in the repository).
 set -euo pipefail
@@ -29,6 +30,7 @@ job="${1:-demo}"; shift || true
 case "$job" in
   demo) exec "$venv/bin/python" tools/demo.py "$@" ;;
   test) exec "$venv/bin/python" -m pytest "$@" ;;
+  lint) "$venv/bin/ruff" check . && exec "$venv/bin/ruff" format --check . ;;
   setup) echo "[lvmm] environment ready: $venv" ;;
-  *) echo "usage: bash tools/dev.sh {demo|test|setup} [args]" >&2; exit 2 ;;
+  *) echo "usage: bash tools/dev.sh {demo|test|lint|setup} [args]" >&2; exit 2 ;;
 esac

@@ -1,98 +1,10 @@
 #!/usr/bin/env python
 """Evaluate a stage-one checkpoint: rendered frames against the true ones, beside baselines.
 
-    python tools/eval_stage1.py --ckpt outputs/stage1-tiny/.../last.ckpt --procedural 32 --out stage1_eval.json
-    python tools/eval_stage1.py --ckpt model.ckpt --shards "data/mug/val-{000000..000009}.tar" --size 128 128
-
-``--procedural N``: N clips of the built-in data on the held-out photographs, every frame k >= 1 paired
-with frame 0 (so N x (frames - 1) pairs), with true fields (end-point errors are reported too).
-``--shards``: a webdataset shard set read by ``lvmm.datasets.datamodule.ShardDataModule`` in pair mode.
+Thin entry point: the code is lvmm.cli.eval_stage1 (installed as the console script `lvmm-eval-stage1`).
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import sys
-from pathlib import Path
-
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from lvmm.evaluation.stage_one import evaluate_stage_one, format_table
-from lvmm.motion import MotionModel
-
-
-def procedural_batches(clips: int, height: int, width: int, num_frames: int, seed: int, batch_clips: int):
-    """Batches of all (I_0, I_k) pairs of held-out procedural clips."""
-    from lvmm.datasets.procedural import ProceduralClips
-
-    data = ProceduralClips(clips, seed, height, width, num_frames, split="val")
-    for start in range(0, clips, batch_clips):
-        samples = [data[i] for i in range(start, min(clips, start + batch_clips))]
-        frames = torch.stack([s["frames"] for s in samples])  # (b, T, 3, H, W)
-        flows = torch.stack([s["flows"] for s in samples])  # (b, T, 2, H, W)
-        t = frames.shape[1]
-        yield {
-            "img0": frames[:, :1].expand(-1, t - 1, -1, -1, -1).flatten(0, 1),
-            "imgk": frames[:, 1:].flatten(0, 1),
-            "flow": flows[:, 1:].flatten(0, 1),
-            "has_flow": True,
-        }
-
-
-def shard_batches(pattern: str, size: list[int], batch_size: int, max_interval: int):
-    from lvmm.datasets.datamodule import ShardDataModule
-
-    dm = ShardDataModule(
-        train_shards=pattern,
-        val_shards=pattern,
-        mode="pairs",
-        size=size,
-        batch_size=batch_size,
-        num_workers=0,
-        max_interval=max_interval,
-    )
-    dm.setup("validate")
-    yield from dm.val_dataloader()
-
-
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="stage-one .ckpt or .safetensors")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--procedural", type=int, metavar="N", help="N held-out procedural clips")
-    src.add_argument("--shards", help="webdataset shard pattern")
-    p.add_argument(
-        "--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="frame size (default 64 64 procedural)"
-    )
-    p.add_argument("--num-frames", type=int, default=9, help="procedural clip length (pairs k = 1..frames-1)")
-    p.add_argument("--max-interval", type=int, default=8, help="shards: largest k")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-batches", type=int, default=None)
-    p.add_argument("--seed", type=int, default=1, help="procedural corpus seed (1 = the training config's val split)")
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--out", help="write the result as JSON here")
-    args = p.parse_args(argv)
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = MotionModel.from_checkpoint(args.ckpt, device=device)
-    if args.procedural:
-        h, w = args.size or (64, 64)
-        batches = procedural_batches(
-            args.procedural, h, w, args.num_frames, args.seed, max(1, args.batch_size // (args.num_frames - 1))
-        )
-    else:
-        batches = shard_batches(args.shards, list(args.size or (128, 128)), args.batch_size, args.max_interval)
-    result = evaluate_stage_one(model, batches, device, args.max_batches)
-    result["checkpoint"] = str(args.ckpt)
-    print(format_table(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    return result
-
+from lvmm.cli.eval_stage1 import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
+from lvmm.warp import forward_differences
+
 RAMPS = ("constant", "increase", "decrease")
 
 
@@ -81,10 +83,9 @@ class EnergyGuidance(GuidanceTerm):
 
 
 def spatial_gradient(fields: torch.Tensor) -> torch.Tensor:
-    """Finite-difference x and y gradients of ``(..., C, H, W)`` fields, zero-padded to keep the size: (..., 2C, H, W)."""
-    gx = torch.nn.functional.pad(fields[..., :, 1:] - fields[..., :, :-1], (0, 1))
-    gy = torch.nn.functional.pad(fields[..., 1:, :] - fields[..., :-1, :], (0, 0, 0, 1))
-    return torch.cat([gx, gy], dim=-3)
+    """Finite-difference x and y gradients of ``(..., C, H, W)`` fields, zero-padded to keep the size:
+    (..., 2C, H, W)."""
+    return torch.cat(forward_differences(fields), dim=-3)
 
 
 class LoopGuidance(EnergyGuidance):

@@ -95,7 +95,8 @@ class Diffusion:
         config: the schedule and prediction type.
         min_snr_gamma: clip the SNR at gamma in the loss weight (min-SNR weighting); None for plain
             MSE on the prediction target. With v or x0 prediction this keeps the weight of the noisiest
-            steps from vanishing and of the cleanest from exploding (docs/design.md, v-prediction with min-SNR weighting).
+            steps from vanishing and of the cleanest from exploding (docs/design.md, v-prediction with min-SNR
+            weighting).
     """
 
     def __init__(self, config: DiffusionConfig | None = None, min_snr_gamma: float | None = 5.0):

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lvmm.warp import forward_differences
+
 EPS = 1e-8
 
 
@@ -78,10 +80,8 @@ def sharpness(frames: Iterable) -> float:
 
 def _gradients(field: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Finite-difference d/dx, d/dy of dx and dy; field (N, 2, H, W) -> four (N, H, W)."""
-    dx, dy = field[:, 0], field[:, 1]
-    gx = lambda a: F.pad(a[:, :, 1:] - a[:, :, :-1], (0, 1))
-    gy = lambda a: F.pad(a[:, 1:, :] - a[:, :-1, :], (0, 0, 0, 1))
-    return gx(dx), gy(dx), gx(dy), gy(dy)
+    gx, gy = forward_differences(field)
+    return gx[:, 0], gy[:, 0], gx[:, 1], gy[:, 1]
 
 
 def motion_features(fields: torch.Tensor) -> torch.Tensor:

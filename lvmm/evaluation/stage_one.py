@@ -8,35 +8,66 @@ decoded fields and of a zero field.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-import kornia
 import torch
 
+from lvmm.evaluation.frame_metrics import PSNR_MAX_DB, fitting_window, psnr, psnr_from_mse, ssim
 from lvmm.motion import MotionModel
 from lvmm.warp import end_point_error, warp
 
-SSIM_WINDOW = 11
-PSNR_CAP_DB = 60.0
-"""Per-pair PSNR is capped here: identical frames (a still clip copied) would otherwise score infinity and
-swamp the mean. ``psnr_dataset`` (from the mean squared error over all pairs) needs no cap."""
+# Per-pair PSNR is capped (frame_metrics.PSNR_MAX_DB): identical frames (a still clip copied) would otherwise
+# score infinity. ``psnr_dataset`` (from the mean squared error over all pairs) rarely meets the cap.
 ROWS = ("predicted", "decoded", "copy", "true_warp")
 
 
 def _frame_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-pair PSNR, SSIM, L1: (B,) each."""
     pred, target = pred.float().clamp(0, 1), target.float()
-    mse = (pred - target).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    window = min(SSIM_WINDOW, min(pred.shape[-2:]) // 2 * 2 - 1)
-    ssim = kornia.metrics.ssim(pred, target, window).flatten(1).mean(1)
     return {
-        "psnr": (-10 * torch.log10(mse)).clamp_max(PSNR_CAP_DB),
-        "ssim": ssim,
+        "psnr": psnr(pred, target),
+        "ssim": ssim(pred, target, fitting_window(pred.shape), padding="same"),
         "l1": (pred - target).abs().flatten(1).mean(1),
         "mse": (pred - target).pow(2).flatten(1).mean(1),
     }
+
+
+def procedural_batches(
+    clips: int, height: int, width: int, num_frames: int, seed: int, batch_clips: int
+) -> Iterator[dict]:
+    """Batches of all (I_0, I_k) pairs of held-out procedural clips."""
+    from lvmm.datasets.procedural import ProceduralClips
+
+    data = ProceduralClips(clips, seed, height, width, num_frames, split="val")
+    for start in range(0, clips, batch_clips):
+        samples = [data[i] for i in range(start, min(clips, start + batch_clips))]
+        frames = torch.stack([s["frames"] for s in samples])  # (b, T, 3, H, W)
+        flows = torch.stack([s["flows"] for s in samples])  # (b, T, 2, H, W)
+        t = frames.shape[1]
+        yield {
+            "img0": frames[:, :1].expand(-1, t - 1, -1, -1, -1).flatten(0, 1),
+            "imgk": frames[:, 1:].flatten(0, 1),
+            "flow": flows[:, 1:].flatten(0, 1),
+            "has_flow": True,
+        }
+
+
+def shard_batches(pattern: str, size: list[int], batch_size: int, max_interval: int) -> Iterator[dict]:
+    """Batches of (I_0, I_k) pairs of a webdataset shard set, read as the stage-one training reads them."""
+    from lvmm.datasets.datamodule import ShardDataModule
+
+    dm = ShardDataModule(
+        train_shards=pattern,
+        val_shards=pattern,
+        mode="pairs",
+        size=size,
+        batch_size=batch_size,
+        num_workers=0,
+        max_interval=max_interval,
+    )
+    dm.setup("validate")
+    yield from dm.val_dataloader()
 
 
 @torch.no_grad()
@@ -48,7 +79,8 @@ def evaluate_stage_one(
 ) -> dict:
     """Evaluate ``model`` on batches of pairs (``img0``, ``imgk`` (B, 3, H, W); optional ``flow``, ``has_flow``).
 
-    Returns ``{"pairs": n, "moving_pairs": m, "frames": {row: {"psnr", "psnr_dataset", "psnr_moving", "ssim", "l1"}}, "epe_px": {"predicted", "decoded", "zero"}}``
+    Returns ``{"pairs": n, "moving_pairs": m, "frames": {row: {"psnr", "psnr_dataset", "psnr_moving", "ssim", "l1"}},
+    "epe_px": {"predicted", "decoded", "zero"}}``
     (``true_warp``, ``psnr_moving`` (the mean over pairs whose true field is not zero) and ``epe_px`` only where
     every pair has a true field), and flat headline keys: ``psnr`` and ``ssim`` ({row: value}, PSNR from the
     mean MSE), ``psnr_gain_over_copy_db`` (P over copy) and ``vae_psnr_loss_db`` (P minus decoded).
@@ -87,7 +119,7 @@ def evaluate_stage_one(
     result = {"pairs": n, "frames": {row: {k: v / n for k, v in sums[row].items()} for row in ROWS if row in sums}}
     has_moving = n_flow == n and n_moving > 0
     for m in result["frames"].values():
-        m["psnr_dataset"] = -10 * math.log10(max(m.pop("mse"), 1e-10))
+        m["psnr_dataset"] = float(psnr_from_mse(m.pop("mse")))
         moving_mean_over_all = m.pop("psnr_moving", 0.0)  # summed over moving pairs, divided by all pairs
         if has_moving:
             m["psnr_moving"] = moving_mean_over_all * n / n_moving
@@ -107,7 +139,7 @@ def format_table(result: dict) -> str:
     """A plain-text table of :func:`evaluate_stage_one`'s result."""
     moving = "psnr_moving" in result["frames"]["copy"]
     lines = [
-        f"stage one on {result['pairs']} pairs (PSNR: mean per pair, capped at {PSNR_CAP_DB:g} dB; PSNR-all: from the "
+        f"stage one on {result['pairs']} pairs (PSNR: mean per pair, capped at {PSNR_MAX_DB:g} dB; PSNR-all: from the "
         f"mean MSE of all pairs" + ("; PSNR-moving: mean over the pairs with motion" if moving else "") + ")",
         f"{'rendered from':<14} {'PSNR dB':>8} {'PSNR-all':>9}"
         + (f" {'PSNR-moving':>12}" if moving else "")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import os
 from fractions import Fraction
-from typing import Union
 
 import numpy as np
 import torch
@@ -46,7 +45,7 @@ MEL_BREAK_HZ = 700.0
 MEL_HIGH_FREQ_Q = 1127.0
 LOG_FLOOR = torch.finfo(torch.float32).eps  # Kaldi floors energies at float epsilon before the log
 
-AudioInput = Union[str, os.PathLike, tuple]
+AudioInput = str | os.PathLike | tuple
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import torch
 
-from lvmm.checkpoint import CheckpointError
+from lvmm.checkpoint import read_state_dict
 
 from .configs import ImageBindConfig
 
 WEIGHTS_ID_BYTES = 8  # 16 hex digits: short enough for file names, ample against collisions
 # Some re-saved checkpoints nest the state dict under one of these keys.
-_WRAPPER_KEYS = ("model", "state_dict", "module")
 HOW_TO_GET = (
     "download imagebind_huge.pth yourself from the links in the official facebookresearch/ImageBind "
     "README (the weights are licensed CC BY-NC-SA 4.0, non-commercial use only) and pass its local path"
@@ -28,31 +27,9 @@ HOW_TO_GET = (
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a flat ``{key: tensor}`` state dict from a ``.pth``/``.pt`` or ``.safetensors`` file.
-
-    ``.pth`` files are read with ``torch.load(map_location="cpu", weights_only=True)`` (memory-mapped
-    where the file format allows, so the 4.8 GB huge checkpoint is not copied twice).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: ImageBind weights not found; {HOW_TO_GET}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-                state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot read ImageBind weights ({type(e).__name__}: {e})") from e
-    if isinstance(state, Mapping) and len(state) == 1 and next(iter(state)) in _WRAPPER_KEYS:
-        state = next(iter(state.values()))
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a flat state dict of tensors (official ImageBind format)")
-    return dict(state)
+    """Read the flat ``{key: tensor}`` state dict of an official-format ``.pth``/``.pt`` or ``.safetensors`` file
+    (:func:`lvmm.checkpoint.read_state_dict`, memory-mapped, so the 4.8 GB huge checkpoint is not copied twice)."""
+    return read_state_dict(path, "ImageBind", HOW_TO_GET, mmap=True)
 
 
 def state_dict_id(state: Mapping[str, torch.Tensor]) -> str:

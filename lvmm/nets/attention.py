@@ -19,13 +19,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from lvmm.nets import layers
+
+UNET_NORM_EPS = 1e-6  # as latent-diffusion U-Nets; the stage-one networks keep PyTorch's 1e-5
+
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= ``groups`` that divides ``channels``."""
-    g = min(groups, channels)
-    while channels % g:
-        g -= 1
-    return nn.GroupNorm(g, channels, eps=1e-6)
+    """:func:`lvmm.nets.layers.group_norm` with the U-Net's epsilon (1e-6)."""
+    return layers.group_norm(channels, groups, eps=UNET_NORM_EPS)
 
 
 class MultiHeadAttention(nn.Module):

@@ -2,7 +2,8 @@
 
 MRAA gives the structure: part regions of both frames (:mod:`lvmm.nets.region_predictor`) yield one
 affine motion per part plus a background motion, and a dense-motion network blends them into a dense
-field. What makes it learn fast (docs/design.md, Differential evidence for the dense-motion network) is what the dense-motion network sees:
+field. What makes it learn fast (docs/design.md, Differential evidence for the dense-motion network) is what the
+dense-motion network sees:
 the differential evidence of Lucas-Kanade (I_k - I_0, the spatial gradients of I_0, their products, the
 blurred structure tensor and its regularised per-pixel solve) on an image pyramid, instead of the raw
 frames, and residual refinement passes that warp I_0 by the current field, recompute the evidence and
@@ -37,7 +38,8 @@ LK_MAX_PX = 4.0
 FIELD_INPUT_PX = 4.0
 """Fields fed back to the network are in pixels of the field grid divided by this."""
 INTENTION_INIT_LOGIT = 4.0
-"""w starts at sigmoid(4) ~ 0.98: the renderer begins as a plain warp of I_0 (docs/design.md, Rendering as a blend, starting at the warp)."""
+"""w starts at sigmoid(4) ~ 0.98: the renderer begins as a plain warp of I_0 (docs/design.md, Rendering as a blend,
+starting at the warp)."""
 BACKGROUND_MASK_BIAS = 8.0
 """The blending mask starts on the background motion (the identity), so the initial field is zero."""
 EVIDENCE_CHANNELS = 22

@@ -7,15 +7,23 @@ import torch.nn.functional as F
 from torch import nn
 
 MAX_GROUPS = 8
-"""GroupNorm groups: at most this many, fewer when the width is small or not divisible."""
+"""GroupNorm groups of the stage-one networks: at most this many, fewer when the width is small or not divisible."""
+GROUP_NORM_EPS = 1e-5  # PyTorch's default
+
+
+def group_norm(channels: int, groups: int = MAX_GROUPS, eps: float = GROUP_NORM_EPS) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= ``groups`` that divides ``channels``, so any width works.
+
+    The one helper of every network: stage one caps the groups at :data:`MAX_GROUPS`, the stage-two U-Net at
+    its ``groups`` setting (with ``eps=1e-6``, as latent-diffusion U-Nets use)."""
+    g = next(g for g in range(min(groups, channels), 0, -1) if channels % g == 0)
+    return nn.GroupNorm(g, channels, eps=eps)
 
 
 def norm(channels: int, enabled: bool = True) -> nn.Module:
-    """GroupNorm that works for any width (batch-size independent, unlike BatchNorm); Identity if not ``enabled``."""
-    if not enabled:
-        return nn.Identity()
-    groups = next(g for g in range(min(MAX_GROUPS, channels), 0, -1) if channels % g == 0)
-    return nn.GroupNorm(groups, channels)
+    """:func:`group_norm` (batch-size independent, unlike BatchNorm) capped at :data:`MAX_GROUPS`; Identity if not
+    ``enabled``."""
+    return group_norm(channels) if enabled else nn.Identity()
 
 
 class ConvBlock(nn.Sequential):

@@ -29,7 +29,8 @@ from lvmm.nets.layers import ConvBlock, Down, ResBlock, zero_init
 from lvmm.warp import base_grid
 
 COVARIANCE_EPS = 1e-4
-"""Added to region covariances (normalised units squared, ~ (0.6 px at 64 px)^2) so square roots and inverses stay finite."""
+"""Added to region covariances (normalised units squared, ~ (0.6 px at 64 px)^2) so square roots and inverses stay
+finite."""
 
 
 @dataclass

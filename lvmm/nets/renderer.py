@@ -8,7 +8,8 @@ a frame. The output blends that rendering with the plain warp of I_0:
     out = w * warp(I_0, d) + (1 - w) * rendered
 
 so that with w near 1 (how P starts) the renderer is exactly the warp baseline, and the network only
-has to learn what warping cannot do (disocclusions, borders) where w drops (docs/design.md, Rendering as a blend: without
+has to learn what warping cannot do (disocclusions, borders) where w drops (docs/design.md, Rendering as a blend:
+without
 the blend the measured probe ended 1.6 dB below copying I_0).
 """
 
@@ -83,7 +84,7 @@ class Renderer(Configurable, nn.Module):
         for start in range(0, t_total, chunk_size):
             f = fields[:, start : start + chunk_size]  # (B, t, 3, h, w)
             t = f.shape[1]
-            expand = lambda x: repeat(x, "b c h w -> (b t) c h w", t=t)
+            expand = lambda x, t=t: repeat(x, "b c h w -> (b t) c h w", t=t)
             frames = self.decode(expand(img0), [expand(p) for p in pyramid], f.flatten(0, 1))
             chunks.append(frames.unflatten(0, (-1, t)))
         return torch.cat(chunks, 1)

@@ -148,7 +148,8 @@ class UNet3D(Configurable, nn.Module):
         num_tokens: number of condition tokens S (image and text).
         tokens_in_embedding: also add the (projected) tokens to the timestep embedding, so a global
             condition modulates every residual block and not only the attention layers (the pooled text
-            embedding of SDXL; a CPU probe conditioned through the embedding alone, docs/design.md, Conditioning through the timestep embedding too).
+            embedding of SDXL; a CPU probe conditioned through the embedding alone, docs/design.md, Conditioning
+            through the timestep embedding too).
         max_frames: the most frames T the network accepts (the number of per-frame features v_k).
         frame_features: channels of each per-frame feature map v_k.
         appearance_channels: channels Ca of the optional appearance map (0: no appearance input).

@@ -89,7 +89,8 @@ def run_device(device: torch.device, args) -> list[str]:
         else f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
     )
     lines = [
-        f"device {device} ({where}), batch {batch}, {iters} timed iters after {warmup} warm-up (tiny: at least {TINY_MIN_ITERS})"
+        f"device {device} ({where}), batch {batch}, {iters} timed iters after {warmup} warm-up (tiny: at least "
+        f"{TINY_MIN_ITERS})"
     ]
     lines.append(f"{'modality':8} {'model':10} {'emb/s':>10} {'latency ms':>11} {'peak MiB':>9} {'ratio':>8}")
     for modality in args.modalities:
@@ -107,7 +108,10 @@ def run_device(device: torch.device, args) -> list[str]:
                 torch.cuda.empty_cache()
             base = base or r
             ratio = r["emb_per_s"] / base["emb_per_s"]
-            line = f"{modality:8} {label:10} {r['emb_per_s']:10.2f} {r['latency_ms']:11.1f} {r['peak_mib']:9.0f} {ratio:8.4g}x   (build {build_s:.1f}s)"
+            line = (
+                f"{modality:8} {label:10} {r['emb_per_s']:10.2f} {r['latency_ms']:11.1f} {r['peak_mib']:9.0f} "
+                f"{ratio:8.4g}x   (build {build_s:.1f}s)"
+            )
             lines.append(line)
             print(line, file=sys.stderr, flush=True)
     baseline = "huge fp32 (ratio = bf16 speed-up)" if on_gpu else "tiny fp32 (ratio = huge / tiny throughput)"

@@ -15,7 +15,6 @@ DDPM-1000 runs at the shortest clip length only unless ``--all-1000`` (at 40 fra
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,6 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from lvmm.checkpoint import build  # noqa: E402
 from lvmm.datasets.latent import collate, synthetic_decode, synthetic_latent_clip  # noqa: E402

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Stage-one training-step throughput (samples/s) and peak memory for the shipped configs.
 
-    python tools/bench/bench_stage1.py                        # tiny and 128x128 on CPU; 512x512 bf16 on a GPU if present
+    python tools/bench/bench_stage1.py   # tiny and 128x128 on CPU; 512x512 bf16 on a GPU if present
     python tools/bench/bench_stage1.py --configs configs/stage1/tiny.yaml --steps 5
 
 Each config runs in its own process (so that the CPU peak RSS is that config's alone): the model is built
 from the YAML's ``model`` section, fed random frames of the config's size (no data loading is timed),
-``--batch-size`` pairs per step (8 by default, so CPU runs stay short; 0 for each config's own), and timed over ``--steps`` optimiser steps after one warm-up
+``--batch-size`` pairs per step (8 by default, so CPU runs stay short; 0 for each config's own), and timed over
+``--steps`` optimiser steps after one warm-up
 step, with every loss of the schedule switched on. Ratios are against the first config measured.
 """
 
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 CPU_CONFIGS = ["configs/stage1/tiny.yaml", "configs/stage1/mug.yaml"]
 GPU_CONFIGS = ["configs/stage1/general512.yaml"]
@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return results
     base = results[0]
     print(
-        f"{'config':<34} {'dev':<5} {'batch':>5} {'size':>9} {'step s':>8} {'samples/s':>10} {'x base':>7} {'peak MB':>9} {'x base':>7}"
+        f"{'config':<34} {'dev':<5} {'batch':>5} {'size':>9} {'step s':>8} {'samples/s':>10} {'x base':>7} "
+        f"{'peak MB':>9} {'x base':>7}"
     )
     for r in results:
         print(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,7 +24,6 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from lvmm.checkpoint import build  # noqa: E402
 from lvmm.diffusion.schedules import Diffusion, DiffusionConfig  # noqa: E402
@@ -110,7 +108,6 @@ def bench(name: str, device: torch.device, steps: int) -> dict:
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
     params = sum(p.numel() for p in unet.parameters())
-    del unet, opt, data
     return {
         "config": name,
         "device": device.type,
@@ -164,7 +161,8 @@ def main() -> None:
         base = rows[0]
         for r in rows[1:]:
             print(
-                f"{r['config']} vs {base['config']}: {r['gflop_per_clip'] / base['gflop_per_clip']:.1f}x FLOPs per clip, "
+                f"{r['config']} vs {base['config']}: {r['gflop_per_clip'] / base['gflop_per_clip']:.1f}x FLOPs per "
+                "clip, "
                 f"{base['clips_per_s'] / r['clips_per_s']:.1f}x time per clip"
             )
 

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from lvmm.checkpoint import build
 from lvmm.datasets.latent import SyntheticLatentDataModule, collate, synthetic_decode
@@ -109,7 +106,8 @@ def main() -> None:
     for k, s in summary.items():
         print(
             f"  {k:>16}: mean {s['mean']:.3f}  spread {s['spread']:.3f}  |d mean| vs DDPM "
-            f"{s['mean_abs_diff_of_frame_means_vs_ddpm']:.3f}  |d spread| vs DDPM {s['mean_abs_diff_of_frame_spreads_vs_ddpm']:.3f}"
+            f"{s['mean_abs_diff_of_frame_means_vs_ddpm']:.3f}  |d spread| vs DDPM "
+            f"{s['mean_abs_diff_of_frame_spreads_vs_ddpm']:.3f}"
         )
     if args.json:
         args.json.write_text(

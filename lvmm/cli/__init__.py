@@ -1,0 +1,80 @@
+"""Command-line entry points (one module a tool: `lvmm.cli.<tool>.main`) and the helpers they share."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def parse_with_config_section(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    section: str,
+    required: Sequence[str] = (),
+    list_options: Sequence[str] = (),
+) -> argparse.Namespace:
+    """Parse ``argv``; when ``--config FILE`` is given, its ``section`` mapping supplies defaults that flags override.
+
+    ``required`` options must come from a flag or the section; ``list_options`` take a single YAML string as a
+    one-element list (for ``nargs="+"`` options). Unknown keys in the section are refused, naming the file.
+    """
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        import yaml
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise SystemExit(f"error: {path}: config file not found")
+        values = (yaml.safe_load(path.read_text()) or {}).get(section, {})
+        defaults = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name == "config" or not hasattr(args, name):
+                raise SystemExit(f"error: {path}: unknown option {key!r} in section {section!r}")
+            defaults[name] = [value] if name in list_options and isinstance(value, str) else value
+        parser.set_defaults(**defaults)
+        args = parser.parse_args(argv)
+    missing = [f"--{n}" for n in required if getattr(args, n) is None]
+    if missing:
+        parser.error(
+            f"the following arguments are required (or a {section!r} section in --config): {', '.join(missing)}"
+        )
+    return args
+
+
+def parse_size(text: str | int | None) -> tuple[int, int] | None:
+    """A frame size option: ``N`` (square) or ``HxW`` (e.g. ``256x448``) -> ``(H, W)``; None stays None."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)(?:x(\d+))?", str(text).strip().lower())
+    if not match:
+        raise ValueError(f"cannot read a size from {text!r} (use HxW or N)")
+    h = int(match.group(1))
+    return h, int(match.group(2) or h)
+
+
+def parse_int_list(text: str | int | None) -> list[int] | None:
+    """A list of seeds: ``'0-3,7'`` -> ``[0, 1, 2, 3, 7]``; None stays None."""
+    if text is None:
+        return None
+    values: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            values += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ValueError(f"cannot read seeds from {text!r} (use e.g. '0-3' or '0,5')") from None
+    return values
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    """:func:`parse_size` as an argparse ``type``."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -1,0 +1,279 @@
+"""Animate still images with a trained LVMM (docs/method.md, Inference: animating a photo).
+
+    python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --seeds 0-3 --out out/
+    python tools/animate.py --model models/lvmm --image photo.jpg --seeds 0-15 --batch-size 4   # a model package
+    python tools/animate.py --ckpt stage2.ckpt --image photos/ --prompt "the leaves sway gently" --format mp4 gif
+    python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --loop-guidance 1e4 --slow-motion 4 --save-flow
+
+Stochastic (image only), conditional (``--prompt`` text, ``--audio`` file, or ``--cond-image``), and
+seamless loops (``--loop-guidance MU``, acting after ``--loop-start`` of the steps). Motion is sampled at
+the working size (``--size``, default: the training size recorded in the checkpoint) and applied to the
+photo at its own resolution; outputs have the photo's size. A loop plays frames 1..K-1 (frame K would
+repeat frame 1). Prints each clip's wrap ratio (|last - first| / median step of the sequence as it
+plays: 1 = seamless, well below 1 = a held frame, above 1 = a jump) for the fields and the frames, and
+for clips that start at the photo the pop ratio (step out of the photo / median later step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lvmm.diffusion.schedules import SAMPLERS
+from lvmm.media import DEFAULT_CRF
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3' -> [0, 1, 2, 3]; '1,5,7' -> [1, 5, 7]; '4' -> [4]."""
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part[1:]:
+            lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
+            lo, hi = int(lo), int(hi)
+            if hi < lo:
+                raise argparse.ArgumentTypeError(f"empty seed range {part!r}")
+            seeds += list(range(lo, hi + 1))
+        elif part:
+            seeds.append(int(part))
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
+    return seeds
+
+
+def list_images(path: Path) -> list[Path]:
+    from lvmm.media import IMAGE_SUFFIXES
+
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise SystemExit(f"error: {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return images
+    if not path.exists():
+        raise SystemExit(f"error: {path}: no such file or folder")
+    return [path]
+
+
+def output_stems(images: list[Path]) -> dict[Path, str]:
+    """A distinct output name for each image: its stem, or its whole file name where stems collide.
+
+    ``shot.001.png`` keeps ``shot.001`` (the name is never passed through ``with_suffix``, which would
+    cut it to ``shot``); ``shot.png`` and ``shot.jpg`` become ``shot.png`` and ``shot.jpg``.
+    """
+    from collections import Counter
+
+    counts = Counter(p.stem for p in images)
+    names = {p: p.stem if counts[p.stem] == 1 else p.name for p in images}
+    if len(set(names.values())) != len(images):  # the same file name from two folders: number them
+        names = {p: f"{names[p]}-{i}" for i, p in enumerate(images)}
+    return names
+
+
+def output_targets(out: Path, name: str, seed: int, formats: list[str]) -> dict[str, Path]:
+    """Where each format of one result goes: ``NAME_seedS.mp4``, ``.gif``, or the folder ``NAME_seedS/`` of PNGs."""
+    base = f"{name}_seed{seed}"
+    return {fmt: out / base if fmt == "frames" else out / f"{base}.{fmt}" for fmt in formats}
+
+
+def check_targets(targets: dict[str, Path]) -> None:
+    """Refuse, before any sampling, outputs that cannot be written (a folder where a file goes, or the reverse)."""
+    for fmt, target in targets.items():
+        if fmt == "frames" and target.exists() and not target.is_dir():
+            raise SystemExit(f"error: {target}: exists and is not a folder (needed for --format frames)")
+        if fmt != "frames" and target.is_dir():
+            raise SystemExit(f"error: {target}: is a folder, cannot write the {fmt} there")
+        if target.parent.exists() and not target.parent.is_dir():
+            raise SystemExit(f"error: {target.parent}: --out is not a folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lvmm.animation import DEFAULT_GUIDANCE_SCALE
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image", required=True, type=Path, help="an image file or a folder of images")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", default=None, help="a model package folder (tools/export.py)")
+    source.add_argument("--ckpt", default=None, help="stage-two checkpoint (.ckpt or .safetensors)")
+    p.add_argument("--stage1-ckpt", default=None, help="stage-one checkpoint (default: the one recorded in --ckpt)")
+    p.add_argument("--imagebind", default=None, help="ImageBind weights; default: the seeded random tiny model")
+    p.add_argument(
+        "--imagebind-config", default=None, help="'huge' or 'tiny' (default: huge with weights, tiny without)"
+    )
+    cond = p.add_mutually_exclusive_group()
+    cond.add_argument("--prompt", default=None, help="a text prompt")
+    cond.add_argument("--audio", default=None, help="an audio file (wav, flac, mp3, or a video's audio track)")
+    cond.add_argument(
+        "--cond-image", default=None, help="another image whose ImageBind embedding conditions the motion"
+    )
+    p.add_argument("--num-frames", type=int, default=None, help="generated frames K (default: the training length)")
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=DEFAULT_GUIDANCE_SCALE,
+        help=f"classifier-free guidance weight w (default {DEFAULT_GUIDANCE_SCALE:g})",
+    )
+    p.add_argument(
+        "--loop-guidance",
+        type=float,
+        default=0.0,
+        help="loop self-guidance weight mu (0: no loop; 1e4 suits the tiny demo model)",
+    )
+    p.add_argument(
+        "--loop-start",
+        type=float,
+        default=None,
+        help="fraction of the steps after which loop guidance acts (default 0.3)",
+    )
+    p.add_argument("--loop-velocity", type=float, default=0.0, help="weight of the loop velocity term")
+    p.add_argument(
+        "--no-loop-closure",
+        action="store_true",
+        help="keep what loop guidance leaves of D(z_K) - D(z_1) instead of spreading it over the clip",
+    )
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-3 or 1,5,7; one generator per seed")
+    p.add_argument("--slow-motion", type=int, default=1, help="N: N - 1 interpolated fields between neighbours")
+    p.add_argument("--size", type=int, default=None, help="working short side (default: the training size)")
+    p.add_argument(
+        "--fit", default="resize", choices=["resize", "pad"], help="how the working image reaches a multiple of 32"
+    )
+    p.add_argument("--chunk-size", type=int, default=None, help="frames rendered at once (memory only; default 8)")
+    p.add_argument("--out", type=Path, default=Path("outputs/animate"), help="output folder")
+    p.add_argument("--format", nargs="+", default=["mp4"], choices=["mp4", "gif", "frames"])
+    p.add_argument("--crf", type=int, default=DEFAULT_CRF, help="H.264 quality (lower is better)")
+    p.add_argument("--save-flow", action="store_true", help="also write the fields (.npy) and a flow colour video")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="seeds sampled at once (default: all); a seed's clip does not depend on it",
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["fp32", "bf16", "fp16"],
+        help="compute dtype (default: bf16 on GPU, fp32 on CPU)",
+    )
+    p.add_argument("--device", default=None)
+    return p
+
+
+def flow_video(fields):
+    """Colour images (T, h, w, 3) uint8 of displacement fields (T, 3, h, w) in normalised units."""
+    from torchvision.utils import flow_to_image
+
+    from lvmm.warp import normalised_to_pixels
+
+    h, w = fields.shape[-2:]
+    return flow_to_image(normalised_to_pixels(fields[:, :2].float(), h, w)).permute(0, 2, 3, 1).numpy()
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = build_parser().parse_args(argv)
+    import numpy as np
+
+    from lvmm.animation import LOOP_GUIDANCE_START, AnimationError
+    from lvmm.checkpoint import CheckpointError
+    from lvmm.media import MediaError, read_image, write_video
+    from lvmm.pipeline import DTYPES, LVMMPipeline
+
+    images = list_images(args.image)
+    if len(set(args.format)) != len(args.format):
+        raise SystemExit(f"error: --format lists a format twice: {args.format}")
+    stems = output_stems(images)
+    for path in images:
+        for seed in args.seeds:
+            check_targets(output_targets(args.out, stems[path], seed, args.format))
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    try:
+        if args.model:
+            pipe = LVMMPipeline.from_pretrained(args.model, args.device, dtype, args.imagebind, args.imagebind_config)
+        else:
+            pipe = LVMMPipeline.from_checkpoints(
+                args.ckpt, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.device, dtype
+            )
+    except (
+        CheckpointError,
+        AnimationError,
+        ValueError,
+    ) as e:  # ValueError: an ImageBind config that cannot be honoured
+        raise SystemExit(f"error: {e}") from None
+    options = dict(
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        guidance_scale=args.guidance_scale,
+        loop_guidance=args.loop_guidance,
+        loop_velocity=args.loop_velocity,
+        loop_closure=not args.no_loop_closure,
+        loop_schedule=(LOOP_GUIDANCE_START if args.loop_start is None else args.loop_start, 1.0),
+        slow_motion=args.slow_motion,
+        size=args.size,
+        fit=args.fit,
+    )
+    if args.chunk_size is not None:
+        options["chunk_size"] = args.chunk_size
+    rows = []
+    for path in images:
+        try:
+            image = read_image(path)
+            results = pipe(
+                image,
+                args.prompt,
+                args.audio,
+                args.cond_image,
+                seeds=args.seeds,
+                num_frames=args.num_frames,
+                batch_size=args.batch_size,
+                progress=True,
+                **options,
+            ).animations
+        except (MediaError, AnimationError) as e:
+            raise SystemExit(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}") from None
+        for r in results:
+            stem = args.out / f"{stems[path]}_seed{r.seed}"
+            outputs = []
+            for fmt, target in output_targets(args.out, stems[path], r.seed, args.format).items():
+                outputs.append(str(write_video(target, r.frames, args.fps, args.crf, fmt=fmt)))
+            if args.save_flow:
+                flow_path = stem.parent / f"{stem.name}_flow.npy"
+                flow_path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(flow_path, r.fields.numpy().astype(np.float32), allow_pickle=False)
+                outputs += [
+                    str(flow_path),
+                    str(write_video(stem.parent / f"{stem.name}_flow.mp4", flow_video(r.fields), args.fps)),
+                ]
+            m = {k: round(v, 4) for k, v in r.metrics.items()}
+            row = {
+                "image": str(path),
+                "seed": r.seed,
+                "frames": int(r.frames.shape[0]),
+                "size": list(r.frames.shape[1:3]),
+                "working_size": list(r.working_size),
+                "loop": r.loop,
+                **m,
+                "outputs": outputs,
+            }
+            rows.append(row)
+            pop = f", pop {m['pop_frames']:.2f}" if "pop_frames" in m else ""
+            print(
+                f"[animate] {path.name} seed {r.seed}: {row['frames']} frames of "
+                f"{r.frames.shape[2]}x{r.frames.shape[1]} "
+                f"(motion at {r.working_size[1]}x{r.working_size[0]}), wrap ratio fields {m['wrap_field']:.2f} "
+                f"frames {m['wrap_frames']:.2f}{pop} -> {', '.join(outputs)}"
+            )
+    (args.out / "animate.json").write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def run() -> None:
+    """The console script `lvmm-animate`: :func:`main` on the command line (its return value is for callers)."""
+    main()
+
+
+if __name__ == "__main__":
+    main()

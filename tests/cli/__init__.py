@@ -1,0 +1,1 @@
+"""The command-line tools (lvmm.cli, tools/*.py) end to end."""

@@ -1,0 +1,1 @@
+"""lvmm.datasets: shard writing and reading, recipes, drills."""

@@ -1,0 +1,1 @@
+"""lvmm.evaluation: metrics, feature networks, protocols, reports."""

@@ -1,0 +1,1 @@
+"""lvmm.stages: the training modules."""
