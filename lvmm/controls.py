@@ -362,3 +362,53 @@ def join_ratio(sequence, joins: Sequence[int]) -> float:
     if not joins:
         return float("nan")
     return float(s[list(joins)].mean()) / max(float(s.median()), EPS)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser) -> None:
+    """The motion controls' flags of ``tools/animate.py`` (README, Motion controls)."""
+    g = parser.add_argument_group("motion controls (lvmm.controls)")
+    g.add_argument("--motion-scale", type=float, default=1.0, help="multiply the generated displacement (0: still)")
+    g.add_argument(
+        "--motion-amount",
+        type=float,
+        default=None,
+        help="mean displacement to ask for, pixels of the field grid (models trained with amplitude_condition)",
+    )
+    g.add_argument("--mask", default=None, help="region brush image, any size: white may move, black stays")
+    g.add_argument("--mask-guidance", type=float, default=None, help="weight of mask guidance (0: edit only)")
+    g.add_argument(
+        "--drag",
+        action="append",
+        type=parse_drag,
+        default=[],
+        metavar="X0,Y0,X1,Y1[,FRAME]",
+        help="move the photo's point (X0,Y0) to (X1,Y1) by FRAME (default: last frame; a loop's middle); repeatable",
+    )
+    g.add_argument("--drag-guidance", type=float, default=None, help="weight of drag guidance (0: correction only)")
+    g.add_argument("--no-drag-correction", action="store_true", help="guide the drags only, do not correct the field")
+    g.add_argument(
+        "--duration", type=float, default=None, help="seconds at --fps: loops repeat, clips are sampled in windows"
+    )
+
+
+def options_from_args(args) -> dict:
+    """:class:`~lvmm.animation.AnimationOptions` fields from the flags of :func:`add_arguments` (and ``--fps``)."""
+    out = dict(motion_scale=args.motion_scale, motion_amount=args.motion_amount)
+    if args.drag:
+        out["drags"] = tuple(args.drag)
+    if args.mask is not None:
+        out["region_mask"] = load_mask(args.mask)
+    if args.mask_guidance is not None:
+        out["mask_guidance"] = args.mask_guidance
+    if args.drag_guidance is not None:
+        out["drag_guidance"] = args.drag_guidance
+    if args.no_drag_correction:
+        out["drag_correction"] = False
+    if args.duration is not None:
+        if not args.duration > 0:
+            raise ValueError(f"--duration must be positive, got {args.duration}")
+        out["total_frames"] = max(3, int(round(args.duration * args.fps)))
+    return out

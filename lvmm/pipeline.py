@@ -468,7 +468,7 @@ class FieldEdit:
     """The page's motion controls, checked against the photo, and their edits of decoded fields.
 
     The work is :mod:`lvmm.controls`'s (one implementation); the pipeline hands these controls to the
-    :class:`~lvmm.animation.Animator` as ``motion_scale``, ``mask`` and ``drags``, where they also guide
+    :class:`~lvmm.animation.Animator` as ``motion_scale``, ``region_mask`` and ``drags``, where they also guide
     sampling and render the still region pixel-still. Calling the edit applies the field edits alone:
 
     * ``strength`` multiplies the displacement (dx, dy) (:func:`lvmm.controls.scale_motion`); 0 stills the picture;
@@ -789,7 +789,7 @@ class LVMMPipeline:
                 raise AnimationError("motion strength, a region mask or drags need fit='resize'")
             opts.motion_scale = opts.motion_scale * edit.strength
             if edit.mask is not None:
-                opts.mask = edit.mask
+                opts.region_mask = edit.mask
             opts.drags = (*opts.drags, *edit.drags)
         seeds = [int(s) for s in seeds]
         if not seeds:
