@@ -495,7 +495,9 @@ class Animator:
             terms.append(MaskGuidance(options.mask_guidance, ctl["grid_mask"], relative, schedule))
         if ctl["drags"] and options.drag_guidance:
             path = ctl["drag_path"][first : first + length]
-            terms.append(DragGuidance(options.drag_guidance, ctl["drag_start"], path, ctl["drag_radius"], relative, schedule))
+            terms.append(
+                DragGuidance(options.drag_guidance, ctl["drag_start"], path, ctl["drag_radius"], relative, schedule)
+            )
         return terms
 
     def _edit(self, fields: torch.Tensor, options: AnimationOptions, ctl: dict) -> torch.Tensor:

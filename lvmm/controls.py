@@ -219,7 +219,9 @@ def check_drag(drag: Drag, size: tuple[int, int]) -> None:
     """Raise ValueError unless both points lie in a photo of ``size`` (H, W)."""
     h, w = size
     xs, ys = (drag.x0, drag.x1), (drag.y0, drag.y1)
-    if not all(math.isfinite(v) for v in (*xs, *ys)) or not (all(0 <= x < w for x in xs) and all(0 <= y < h for y in ys)):
+    if not all(math.isfinite(v) for v in (*xs, *ys)) or not (
+        all(0 <= x < w for x in xs) and all(0 <= y < h for y in ys)
+    ):
         raise ValueError(f"drag {drag.x0:g},{drag.y0:g} -> {drag.x1:g},{drag.y1:g} leaves the {w}x{h} photo")
 
 

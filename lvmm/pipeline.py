@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import lvmm
 from lvmm.animation import LOOP_GUIDANCE_START, Animation, AnimationError, AnimationOptions, Animator

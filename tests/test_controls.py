@@ -129,10 +129,14 @@ def test_motion_amount_at_sampling_and_the_amplitude_response(animators):
     a = an.animate(photo, [0], AnimationOptions(steps=2, motion_amount=0.2))[0]
     b = an.animate(photo, [0], AnimationOptions(steps=2, motion_amount=5.0))[0]
     assert (a.fields - b.fields).abs().max() > 1e-5
-    report = controls.amplitude_response(an, [photo, _photo(seed=1)], [0.2, 5.0], seeds=[0], options=AnimationOptions(steps=2))
+    report = controls.amplitude_response(
+        an, [photo, _photo(seed=1)], [0.2, 5.0], seeds=[0], options=AnimationOptions(steps=2)
+    )
     assert report["requested"] == [0.2, 5.0, 0.2, 5.0] and len(report["generated"]) == 4
     assert -1.0 <= report["pearson"] <= 1.0 and np.isfinite(report["slope"])
-    assert controls.pearson([1, 2, 3], [2, 4, 6.5]) > 0.99 and controls.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1)
+    assert controls.pearson([1, 2, 3], [2, 4, 6.5]) > 0.99 and controls.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(
+        -1
+    )
     with pytest.raises(AnimationError, match="amplitude_condition"):
         animators["plain"].animate(photo, [0], AnimationOptions(steps=1, motion_amount=1.0))
 
@@ -228,14 +232,16 @@ def test_a_drag_on_a_zero_weight_model_moves_the_point(animators):
     clip = an.animate(photo, [0], AnimationOptions(steps=2, drags=[drag]))[0]
     last = clip.frames[-1]
     assert clip.metrics["drag_error_px"] < 0.5
-    assert np.abs(_patch(last, 48, 32) - _patch(photo, 30, 32)).mean() < 0.3 * np.abs(
-        _patch(last, 48, 32) - _patch(photo, 48, 32)
-    ).mean()
+    assert (
+        np.abs(_patch(last, 48, 32) - _patch(photo, 30, 32)).mean()
+        < 0.3 * np.abs(_patch(last, 48, 32) - _patch(photo, 48, 32)).mean()
+    )
     loop = an.animate(photo, [0], AnimationOptions(steps=2, drags=["30,32,48,32,1"], loop_guidance=10.0))[0]
     assert loop.metrics["drag_error_px"] < 0.5  # at output frame 1 of the loop, and back at the wrap
-    assert np.abs(_patch(loop.frames[1], 48, 32) - _patch(photo, 30, 32)).mean() < np.abs(
-        _patch(loop.frames[0], 48, 32) - _patch(photo, 30, 32)
-    ).mean()
+    assert (
+        np.abs(_patch(loop.frames[1], 48, 32) - _patch(photo, 30, 32)).mean()
+        < np.abs(_patch(loop.frames[0], 48, 32) - _patch(photo, 30, 32)).mean()
+    )
     with pytest.raises(AnimationError, match="leaves"):
         an.animate(photo, [0], AnimationOptions(steps=1, drags=["30,32,480,32"]))
 

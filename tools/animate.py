@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     try:
         options.update(options_from_args(args))
     except (MediaError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
     rows = []
     for path in images:
         try:

@@ -131,7 +131,7 @@ class KnownFrames:
         self.diffusion = Diffusion(config, min_snr_gamma=None)
 
     def __call__(self, x: torch.Tensor, t: int | None, generators: list[torch.Generator] | None) -> torch.Tensor:
-        """x (B, C, T, h, w) with the known frames at noise level t (None: clean), noise from the per-seed generators."""
+        """x (B, C, T, h, w) with the known frames at noise level t (None: clean); noise from the seeds' generators."""
         idx = self.known.nonzero().flatten().tolist()
         if not idx:
             return x
