@@ -323,3 +323,18 @@ def test_mask_drag_and_loop_in_one_animate_call(animators, tmp_path):
     still = slice(70, None)  # well inside the black part of the brush (x >= 60 at the photo's size)
     assert all(np.array_equal(f[:, still], photo[:, still]) for f in frames)
     assert any(np.abs(f[:, :50].astype(int) - photo[:, :50]).max() > 0 for f in frames)
+
+
+def test_synthetic_latents_carry_their_amount_for_amplitude_training():
+    from lvmm.datasets.latent import SyntheticLatentDataModule, synthetic_decode
+    from lvmm.stages.stage_two import StageTwo
+
+    dm = SyntheticLatentDataModule(size=8, num_frames=4, emb_dim=16, train_length=6, val_length=2, batch_size=6)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    torch.testing.assert_close(batch["amplitude"], controls.motion_amount(synthetic_decode(batch["z"])))
+    assert batch["amplitude"].std() > 0  # the families' amplitudes differ
+    module = StageTwo(tiny_unet(0, amplitude_condition=True).train(), num_frames=4)  # no stage one needed
+    _, cond = module.inputs(batch, drop=False)
+    torch.testing.assert_close(cond["amplitude"], batch["amplitude"])
+    assert torch.isfinite(module.training_step(batch, 0))
