@@ -36,6 +36,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from lvmm.controls import motion_amount
 from lvmm.datasets.procedural import DEFAULT_FPS, FAMILIES, field_px, sample_params
 from lvmm.datasets.readers import SAMPLE_ERRORS, dist_info, expand_shards
 from lvmm.datasets.sampling import EpochSampler
@@ -247,7 +248,8 @@ def synthetic_latent_clip(
     carry motion and :func:`synthetic_decode` recovers the field. z_0 holds what the first frame
     "shows": the family's soft region, and x, y ramps (a real z_0 carries the parts P sees in I_0).
     The text token is a fixed unit vector per family (the caption's embedding), the image token a
-    unit vector per clip (the photograph, uninformative about the motion).
+    unit vector per clip (the photograph, uninformative about the motion). ``amplitude`` is the clip's
+    motion amount (:func:`lvmm.controls.motion_amount` of the field), for U-Nets with ``amplitude_condition``.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
     fam = families[int(rng.integers(0, len(families)))]
@@ -264,6 +266,7 @@ def synthetic_latent_clip(
     region = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * (2 * p["radius"]) ** 2))
     z0 = torch.stack([region, xs, ys, torch.zeros_like(xs)])
     label = FAMILIES.index(fam)
+    amplitude = motion_amount(synthetic_decode(z[None, 1:].float()))[0]
     text = unit_vector(np.random.default_rng([1234, label]), emb_dim)
     return {
         "z0": z0.float(),
@@ -273,6 +276,7 @@ def synthetic_latent_clip(
         "has_txt": True,
         "label": label,
         "first": torch.zeros(3, 4 * size, 4 * size),
+        "amplitude": amplitude,
         "key": f"synthetic-{seed}-{index:08d}",
     }
 

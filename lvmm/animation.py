@@ -16,6 +16,15 @@ A loop plays frames 1..K-1: loop guidance pulls z_K to z_1, so frame K would rep
 wrap. What guidance leaves of the mismatch D(z_K) - D(z_1) is then spread over the clip
 (:func:`close_loop`), so the wrap K-1 -> 1 is the ordinary step K-1 -> K. Each seed has its own
 random generator, so a seed's animation does not depend on the batch.
+
+Motion controls (:mod:`lvmm.controls`, README "Motion controls"): ``motion_scale`` multiplies the
+decoded displacement; ``motion_amount`` conditions a U-Net trained with ``amplitude_condition``;
+``region_mask`` (the brush) guides sampling (:class:`~lvmm.diffusion.guidance.MaskGuidance`) and
+stills the black region of the rendered frames; ``drags`` guide sampling
+(:class:`~lvmm.diffusion.guidance.DragGuidance`) and correct the decoded field so each dragged point
+arrives exactly; ``total_frames`` makes long clips: loops repeat, other clips are sampled in windows
+that continue each other (:class:`~lvmm.diffusion.sampling.KnownFrames`). Edits apply in the order
+scale, drags, mask: the brush has the last word (a drag into the still region stops at its edge).
 """
 
 from __future__ import annotations
@@ -28,8 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lvmm.diffusion import LoopGuidance, StepSchedule, load_motion_diffusion
-from lvmm.diffusion.sampling import sample_motion
+from lvmm import controls
+from lvmm.diffusion import DragGuidance, LoopGuidance, MaskGuidance, StepSchedule, load_motion_diffusion
+from lvmm.diffusion.sampling import generators_for, sample_motion
 from lvmm.evaluation.motion_metrics import mean_magnitude, pop_ratio, wrap_ratio
 from lvmm.media import to_float, to_uint8
 from lvmm.motion import MotionModel
@@ -57,6 +67,21 @@ samples move 0.63x as far as the held-out clips they start from (DDIM; 0.40x wit
 more so the more noise the sampler re-injects. Guidance restores it: generated / true was 0.91 at
 w = 2, 1.03 at w = 3, 1.09 at w = 4 and 1.23 at w = 5 (24 held-out clips, docs/design.md)."""
 
+CONTROL_GUIDANCE_START = LOOP_GUIDANCE_START
+"""Mask and drag guidance act from this fraction of the steps on (their L1 losses overshoot early, as
+loop guidance's does)."""
+
+DEFAULT_MASK_GUIDANCE = 1e3
+DEFAULT_DRAG_GUIDANCE = 1e2
+"""Weights of mask and drag guidance when a mask or drags are given. Chosen on an exact Gaussian
+denoiser (tests/test_controls.py: the mask term moved the energy share inside a half mask from 0.46
+to 0.96 at 1e3 and overshot at 1e4; the drag term, whose loss is normalised by its window rather than
+by the whole field, cut its loss 0.81 -> 0.23 at 200 and overshot at 500). Not tuned on the demo model;
+the field edits make both controls exact regardless."""
+
+DEFAULT_WINDOW_OVERLAP = 2
+"""Frames each window of a long clip shares with the previous one (fixed to it while sampling)."""
+
 
 class AnimationError(ValueError):
     """A request that cannot be served (size, checkpoint or condition mismatch); the message says why."""
@@ -82,6 +107,19 @@ class AnimationOptions:
     field_transform: Callable[[torch.Tensor], torch.Tensor] | None = (
         None  # edits decoded fields (B, K, 3, h, w) before rendering
     )
+    # motion controls (lvmm.controls)
+    motion_scale: float = 1.0  # multiplies the generated displacement exactly (0: the still photo)
+    motion_amount: float | None = None  # mean displacement asked for, px of the field grid (amplitude U-Nets)
+    region_mask: np.ndarray | None = None  # region brush, any size: white may move, black stays
+    mask_feather: float = controls.MASK_FEATHER  # soft edge, fraction of the photo's short side
+    mask_guidance: float = DEFAULT_MASK_GUIDANCE  # weight of MaskGuidance while sampling (0: edit only)
+    drags: Sequence = ()  # controls.Drag, "X0,Y0,X1,Y1[,FRAME]" or ((x0, y0), (x1, y1)) in photo pixels
+    drag_guidance: float = DEFAULT_DRAG_GUIDANCE  # weight of DragGuidance while sampling (0: correction only)
+    drag_correction: bool = True  # correct the decoded field so each point arrives exactly
+    drag_radius: float = controls.DRAG_RADIUS  # Gaussian neighbourhood, fraction of the short side
+    control_schedule: tuple[float, float] = (CONTROL_GUIDANCE_START, 1.0)  # where mask/drag guidance act
+    total_frames: int | None = None  # frames as played (long clips); None: one clip or loop
+    window_overlap: int = DEFAULT_WINDOW_OVERLAP  # long clips: frames shared by neighbouring windows
 
 
 @dataclass
@@ -91,7 +129,10 @@ class Animation:
     ``metrics``: ``wrap_field``/``wrap_frames`` (:func:`~lvmm.evaluation.motion_metrics.wrap_ratio` of
     the played sequence: 1 = a seamless cycle), ``pop_frames`` (step out of I_0 / median later step;
     clips that start at I_0 only) and ``magnitude_px`` (mean displacement of the generated fields
-    z_1..z_K relative to D(z_0), in pixels of the field grid).
+    z_1..z_K relative to D(z_0), in pixels of the field grid; :func:`lvmm.controls.motion_amount`).
+    With controls: ``mask_share`` (share of the motion energy inside the brush), ``drag_error_px``
+    (largest end-point error of the drags, photo pixels), ``windows`` and ``join_frames``/``join_fields``
+    (long clips: step at the windows' joins / median step).
     """
 
     seed: int
@@ -275,8 +316,9 @@ class Animator:
         """Animate one ``(H, W, 3)`` uint8 image once per seed (one batch, one generator per seed).
 
         Frames come back at the image's own resolution, as they play: ``[I_0, frame 1..K]`` for a clip,
-        ``frame 1..K-1`` for a loop (frame K would repeat frame 1), interpolated with ``slow_motion``.
-        ``callback(step, num_steps)`` is called after each sampling step.
+        ``frame 1..K-1`` for a loop (frame K would repeat frame 1), interpolated with ``slow_motion``;
+        with ``total_frames``, that many (a loop repeated, a clip sampled in windows of K frames).
+        ``callback(step, num_steps)`` is called after each sampling step (of every window).
         """
         options = options or AnimationOptions()
         image = np.asarray(image)
@@ -294,49 +336,70 @@ class Animator:
         seeds = [int(s) for s in seeds]
         b = len(seeds)
         img0, valid = self._prepare(image, options)  # (1, 3, H', W')
+        fh, fw = (img0.shape[-2] // self.motion.field_downsample, img0.shape[-1] // self.motion.field_downsample)
+        ctl = self._controls(options, (height, width), (fh, fw), k, loop)
         with torch.no_grad():
             z0 = self.motion.encode_field(self.motion.predict_field(img0, img0))  # (1, C, hz, wz)
             img_emb = self.encoder.embed_images([to_uint8(img0[0])]).to(self.device)
             prompt_emb = self._prompt_embedding(prompt, audio, cond_image)
             appearance = self.motion.appearance(img0) if self.extra.get("appearance_channels") else None
         rep = lambda x: None if x is None else x.expand(b, *x.shape[1:]).to(self.device)
-        guidance = []
-        if loop:
-            guidance.append(
-                LoopGuidance(
-                    options.loop_guidance,
-                    decode=self.motion.decode,
-                    velocity_weight=options.loop_velocity,
-                    schedule=StepSchedule(*options.loop_schedule),
-                )
-            )
-        z = sample_motion(
-            self.denoiser,
-            self.config,
-            rep(z0),
-            rep(img_emb),
-            rep(prompt_emb),
-            num_frames=k,
-            seeds=seeds,
-            latent_scale=float(self.extra.get("latent_scale", 1.0)),
-            appearance=rep(appearance),
-            sampler=options.sampler,
-            steps=options.steps,
-            eta=options.eta,
-            guidance_scale=options.guidance_scale,
-            guidance=guidance,
-            progress=progress,
-            residual=bool(self.extra.get("residual_latents", False)),
-            z0_scale=self.extra.get("z0_scale"),
-            callback=callback,
-        )  # (B, K, C, hz, wz)
+        z0b = rep(z0)
+        n_gen, length, starts = ctl["plan"]
+        generators = generators_for(seeds)  # one per seed, continued over the windows of a long clip
+        total_steps = options.steps * len(starts)
+        z_all = None
+        for w_index, s0 in enumerate(starts):
+            known = known_frames = None
+            if z_all is not None:  # continue the clip: the first frames are the previous window's last ones
+                o = z_all.shape[1] - s0
+                known = torch.zeros(b, length, *z_all.shape[2:], device=z_all.device, dtype=z_all.dtype)
+                known[:, :o] = z_all[:, s0:]
+                known_frames = torch.arange(length) < o
+            step_cb = None if callback is None else (lambda i, n, w=w_index: callback(w * n + i, total_steps))
+            z = sample_motion(
+                self.denoiser,
+                self.config,
+                z0b,
+                rep(img_emb),
+                rep(prompt_emb),
+                num_frames=length,
+                seeds=seeds,
+                latent_scale=float(self.extra.get("latent_scale", 1.0)),
+                appearance=rep(appearance),
+                sampler=options.sampler,
+                steps=options.steps,
+                eta=options.eta,
+                guidance_scale=options.guidance_scale,
+                guidance=self._guidance(options, ctl, z0b, loop, s0, length),
+                progress=progress,
+                residual=bool(self.extra.get("residual_latents", False)),
+                z0_scale=self.extra.get("z0_scale"),
+                callback=step_cb,
+                amplitude=None
+                if options.motion_amount is None
+                else torch.full((b,), float(options.motion_amount), device=self.device),
+                known=known,
+                known_frames=known_frames,
+                generators=generators,
+            )  # (B, length, C, hz, wz)
+            z_all = z if z_all is None else torch.cat([z_all, z[:, z_all.shape[1] - s0 :]], 1)
+        z = z_all[:, :n_gen]
+        joins = [s0 + options.window_overlap for s0 in starts[1:]]  # step j -> j + 1 enters a new window
         results = []
         with torch.no_grad():
-            fields = self.motion.decode_motion(z, rep(z0))  # (B, K, 3, h, w), frame 0 = identity
+            fields = torch.cat(
+                [
+                    self.motion.decode_motion(z[:, i : i + options.chunk_size], z0b)
+                    for i in range(0, n_gen, options.chunk_size)
+                ],
+                1,
+            )  # (B, N, 3, h, w), relative to the photo; decoded a chunk of frames at a time
             if loop and options.loop_closure:
                 fields = close_loop(fields)
             if options.field_transform is not None:
                 fields = options.field_transform(fields)
+            fields = self._edit(fields, options, ctl)
             for i, seed in enumerate(seeds):
                 f = fields[i]
                 if loop:  # z_K was pulled to z_1: play 1..K-1 and let the wrap be the step K-1 -> 1
@@ -346,7 +409,11 @@ class Animator:
                     identity[:, 2] = 1.0
                     f = torch.cat([identity, f])
                 played = interpolate_fields(f, options.slow_motion, wrap=loop)
-                frames = render_photo(self.motion.renderer, image, img0, played, options.chunk_size, valid)
+                if options.total_frames and not loop:
+                    played = played[: options.total_frames]
+                frames = render_photo(
+                    self.motion.renderer, image, img0, played, options.chunk_size, valid, ctl["photo_mask"]
+                )
                 px = normalised_to_pixels(fields[i][:, :2], *fields.shape[-2:])  # generated fields only
                 metrics = {
                     "wrap_field": wrap_ratio(normalised_to_pixels(played[:, :2], *played.shape[-2:])),
@@ -355,6 +422,21 @@ class Animator:
                 }
                 if not loop and len(frames) >= 3:
                     metrics["pop_frames"] = pop_ratio(frames)
+                if ctl["grid_mask"] is not None:
+                    metrics["mask_share"] = controls.mask_energy_share(fields[i], ctl["grid_mask"].to(fields.device))
+                if ctl["drags"]:
+                    errors = controls.drag_endpoint_error(fields[i].cpu(), ctl["drags"], (height, width), loop)
+                    metrics["drag_error_px"] = max(errors)
+                if len(starts) > 1:
+                    at = [j * options.slow_motion for j in joins if j * options.slow_motion < len(frames) - 1]
+                    metrics.update(
+                        windows=len(starts),
+                        join_frames=controls.join_ratio(frames, at),
+                        join_fields=controls.join_ratio(normalised_to_pixels(played[:, :2], *played.shape[-2:]), at),
+                    )
+                if loop and options.total_frames:  # a loop repeats seamlessly to any length
+                    frames = controls.tile_loop(frames, options.total_frames)
+                    played = played[torch.from_numpy(np.arange(options.total_frames) % len(played))]
                 results.append(
                     Animation(
                         seed=seed,
@@ -366,3 +448,92 @@ class Animator:
                     )
                 )
         return results
+
+    # ------------------------------------------------------------------ controls
+    def _controls(self, options: AnimationOptions, photo: tuple[int, int], grid: tuple[int, int], k: int, loop: bool):
+        """Checked controls: masks at the photo's size and on the field grid, drags, and the window plan."""
+        has_mask, drags = options.region_mask is not None, []
+        try:
+            controls.scale_motion(torch.zeros(1, 3, 1, 1), float(options.motion_scale))  # checks the scale
+            drags = [controls.as_drag(d) for d in options.drags]
+            for d in drags:
+                controls.check_drag(d, photo)
+        except ValueError as e:
+            raise AnimationError(str(e)) from None
+        if (has_mask or drags) and options.fit != "resize":
+            raise AnimationError("a region mask or drags need fit='resize'")
+        if options.motion_amount is not None:
+            if not getattr(self.unet, "amplitude_condition", False):
+                raise AnimationError(
+                    "this stage-two model was not trained with a motion amount (amplitude_condition); "
+                    "use the motion scale instead"
+                )
+            if not np.isfinite(options.motion_amount) or options.motion_amount < 0:
+                raise AnimationError(f"the motion amount must be a finite number >= 0, got {options.motion_amount}")
+        photo_mask = grid_mask = None
+        if has_mask:
+            try:
+                photo_mask = controls.prepare_mask(options.region_mask, photo, options.mask_feather)  # (H, W)
+            except ValueError as e:
+                raise AnimationError(str(e)) from None
+            grid_mask = controls.mask_on_grid(photo_mask, grid)  # (h, w)
+        # frames to generate, window length, window offsets
+        if options.total_frames is not None and options.total_frames < 3:
+            raise AnimationError(f"a clip needs at least 3 frames, got total_frames={options.total_frames}")
+        if options.total_frames is None or loop:
+            plan = (k, k, [0])
+        else:
+            n_gen = max(2, -(-(options.total_frames - 1) // options.slow_motion))
+            length = min(k, n_gen)
+            try:
+                plan = (n_gen, length, controls.window_starts(n_gen, length, options.window_overlap))
+            except ValueError as e:
+                raise AnimationError(str(e)) from None
+        n_gen = plan[0]
+        start = path = None
+        if drags:
+            try:
+                start, path = controls.drag_targets(drags, photo, n_gen, loop)  # (J, 2), (N, J, 2)
+            except ValueError as e:
+                raise AnimationError(str(e)) from None
+        return {
+            "photo_mask": photo_mask,
+            "grid_mask": grid_mask,
+            "drags": drags,
+            "drag_start": start,
+            "drag_path": path,
+            "drag_radius": controls.drag_radius(photo, options.drag_radius),
+            "plan": plan,
+        }
+
+    def _guidance(self, options: AnimationOptions, ctl: dict, z0b: torch.Tensor, loop: bool, first: int, length: int):
+        """Energy guidance terms for the window of generated frames ``first + 1 .. first + length``."""
+        terms = []
+        if loop:
+            terms.append(
+                LoopGuidance(
+                    options.loop_guidance,
+                    decode=self.motion.decode,
+                    velocity_weight=options.loop_velocity,
+                    schedule=StepSchedule(*options.loop_schedule),
+                )
+            )
+        relative = lambda z: self.motion.decode_motion(z, z0b)  # fields relative to the photo
+        schedule = StepSchedule(*options.control_schedule)
+        if ctl["grid_mask"] is not None and options.mask_guidance:
+            terms.append(MaskGuidance(options.mask_guidance, ctl["grid_mask"], relative, schedule))
+        if ctl["drags"] and options.drag_guidance:
+            path = ctl["drag_path"][first : first + length]
+            terms.append(
+                DragGuidance(options.drag_guidance, ctl["drag_start"], path, ctl["drag_radius"], relative, schedule)
+            )
+        return terms
+
+    def _edit(self, fields: torch.Tensor, options: AnimationOptions, ctl: dict) -> torch.Tensor:
+        """The field edits on decoded fields (B, N, 3, h, w), in order: scale, drags, mask."""
+        fields = controls.scale_motion(fields, float(options.motion_scale))
+        if ctl["drags"] and options.drag_correction:
+            fields = controls.correct_drags(fields, ctl["drag_start"], ctl["drag_path"], ctl["drag_radius"])
+        if ctl["grid_mask"] is not None:
+            fields = controls.apply_mask(fields, ctl["grid_mask"])
+        return fields

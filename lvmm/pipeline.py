@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import lvmm
 from lvmm.animation import LOOP_GUIDANCE_START, Animation, AnimationError, AnimationOptions, Animator
@@ -464,25 +463,31 @@ class OffloadedEncoder:
 
 @dataclass
 class FieldEdit:
-    """Edits of the decoded motion fields (B, K, 3, h, w) before rendering: the page's motion controls.
+    """The page's motion controls, checked against the photo, and their edits of decoded fields.
 
-    These are simple edits of the *sampled* fields, not conditions of the sampler:
+    The work is :mod:`lvmm.controls`'s (one implementation); the pipeline hands these controls to the
+    :class:`~lvmm.animation.Animator` as ``motion_scale``, ``region_mask`` and ``drags``, where they also guide
+    sampling and render the still region pixel-still. Calling the edit applies the field edits alone:
 
-    * ``strength`` multiplies the displacement (dx, dy); 1 leaves it, 0 stills the picture;
+    * ``strength`` multiplies the displacement (dx, dy) (:func:`lvmm.controls.scale_motion`); 0 stills the picture;
     * ``mask`` (H, W) in [0, 1] at the photo's size keeps the motion where it is 1; where it is 0 the
       displacement is zero and the intention weight 1, so those pixels stay the photo's own;
-    * ``drags`` ``((x0, y0), (x1, y1))`` in the photo's pixels add, to each frame k of K, a Gaussian
-      blob of displacement (radius ``drag_radius`` times the short side) that carries the content
-      at the start point a fraction k/K of the way to the end point, on top of the sampled motion.
+    * ``drags`` ``((x0, y0), (x1, y1))`` in the photo's pixels: the content at the start point reaches
+      the end point by the last frame along an eased path (and back for a ``loop``), the field
+      corrected exactly there (:func:`lvmm.controls.correct_drags`, Gaussian radius ``drag_radius``
+      times the short side).
     """
 
     strength: float = 1.0
     mask: np.ndarray | None = None
-    drags: Sequence[tuple[tuple[float, float], tuple[float, float]]] = ()
+    drags: Sequence = ()
     image_size: tuple[int, int] = (0, 0)  # (H, W) of the photo
     drag_radius: float = 0.15
+    loop: bool = False
 
     def __post_init__(self):
+        from lvmm import controls
+
         h, w = self.image_size
         if not np.isfinite(self.strength) or self.strength < 0:
             raise AnimationError(f"motion strength must be a finite number >= 0, got {self.strength}")
@@ -500,15 +505,14 @@ class FieldEdit:
         drags = []
         for d in self.drags:
             try:
-                (x0, y0), (x1, y1) = d
-                x0, y0, x1, y1 = (float(v) for v in (x0, y0, x1, y1))
-            except (TypeError, ValueError):
+                drag = controls.as_drag(d)
+            except ValueError:
                 raise AnimationError(f"a drag is two points ((x0, y0), (x1, y1)), got {d!r}") from None
-            if not all(np.isfinite(v) for v in (x0, y0, x1, y1)) or not (
-                0 <= x0 < w and 0 <= x1 < w and 0 <= y0 < h and 0 <= y1 < h
-            ):
-                raise AnimationError(f"drag {d!r} leaves the {w}x{h} photo")
-            drags.append(((x0, y0), (x1, y1)))
+            try:
+                controls.check_drag(drag, (h, w))
+            except ValueError:
+                raise AnimationError(f"drag {d!r} leaves the {w}x{h} photo") from None
+            drags.append(drag)
         self.drags = drags
 
     @property
@@ -516,36 +520,18 @@ class FieldEdit:
         return self.strength != 1.0 or self.mask is not None or bool(self.drags)
 
     def __call__(self, fields: torch.Tensor) -> torch.Tensor:
-        b, k, _, fh, fw = fields.shape
-        h, w = self.image_size
-        disp, weight = fields[:, :, :2] * self.strength, fields[:, :, 2:]
+        """Edited fields (B, K, 3, h, w): scale, drags, mask (the order of the animator's edits)."""
+        from lvmm import controls
+
+        fields = controls.scale_motion(fields, float(self.strength))
         if self.drags:
-            # field-grid centres in normalised units (align_corners=False), as lvmm.warp uses
-            ys = (torch.arange(fh, dtype=torch.float32) * 2 + 1) / fh - 1
-            xs = (torch.arange(fw, dtype=torch.float32) * 2 + 1) / fw - 1
-            gy, gx = torch.meshgrid(ys, xs, indexing="ij")  # (fh, fw)
-            sigma = self.drag_radius * min(h, w)  # in photo pixels
-            t = torch.arange(1, k + 1, dtype=torch.float32) / k  # (K,)
-            add = torch.zeros(k, 2, fh, fw)
-            blob_total = torch.zeros(k, 1, fh, fw)
-            for (x0, y0), (x1, y1) in self.drags:
-                p0 = torch.tensor([(2 * x0 + 1) / w - 1, (2 * y0 + 1) / h - 1])
-                p1 = torch.tensor([(2 * x1 + 1) / w - 1, (2 * y1 + 1) / h - 1])
-                centre = p0 + t[:, None] * (p1 - p0)  # (K, 2) where the content is at frame k
-                # squared distance in photo pixels (one normalised unit is w / 2 pixels along x, h / 2 along y)
-                dist2 = ((gx - centre[:, 0, None, None]) * w / 2) ** 2 + ((gy - centre[:, 1, None, None]) * h / 2) ** 2
-                blob = torch.exp(-dist2 / (2 * sigma**2))[:, None]  # (K, 1, fh, fw)
-                # backward warp I_k(x) = I_0(x + d): near the moved content, look back to where it started
-                add += blob * (-(centre - p0))[:, :, None, None]
-                blob_total = torch.maximum(blob_total, blob)
-            disp = disp + add.to(disp)
-            weight = weight + (1 - weight) * blob_total.to(weight)  # warp, rather than re-render, the dragged content
+            start, path = controls.drag_targets(self.drags, self.image_size, fields.shape[1], self.loop)
+            radius = controls.drag_radius(self.image_size, self.drag_radius)
+            fields = controls.correct_drags(fields, start, path, radius)
         if self.mask is not None:
-            m = torch.from_numpy(self.mask)[None, None]
-            m = F.interpolate(m, size=(fh, fw), mode="area")[0].to(fields)  # (1, fh, fw)
-            disp = disp * m
-            weight = weight * m + (1 - m)
-        return torch.cat([disp, weight], dim=2)
+            grid = controls.mask_on_grid(torch.from_numpy(self.mask), tuple(fields.shape[-2:]))
+            fields = controls.apply_mask(fields, grid)
+        return fields
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -774,7 +760,9 @@ class LVMMPipeline:
         ``batch_size`` samples the seeds in groups of that many (default: all at once); each seed has its
         own generator, so its animation does not depend on the grouping. ``callback(step, total)`` is
         called after every sampling step of every group (total = steps x groups).
-        ``motion_strength``, ``mask`` and ``drags`` edit the decoded fields (:class:`FieldEdit`).
+        ``motion_strength``, ``mask`` and ``drags`` are the motion controls (:class:`FieldEdit`,
+        :mod:`lvmm.controls`); the options ``motion_amount``, ``total_frames`` and the guidance weights
+        of the mask and the drags (``mask_guidance``, ``drag_guidance``) are the others.
         """
         from lvmm.media import read_image
 
@@ -794,10 +782,13 @@ class LVMMPipeline:
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise AnimationError(f"expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
         edit = FieldEdit(motion_strength, mask, drags, image.shape[:2])
-        if edit.active:
+        if edit.active:  # handed to the animator, which also guides sampling with the mask and the drags
             if opts.fit != "resize":
                 raise AnimationError("motion strength, a region mask or drags need fit='resize'")
-            opts.field_transform = edit
+            opts.motion_scale = opts.motion_scale * edit.strength
+            if edit.mask is not None:
+                opts.region_mask = edit.mask
+            opts.drags = (*opts.drags, *edit.drags)
         seeds = [int(s) for s in seeds]
         if not seeds:
             raise AnimationError("no seeds given")

@@ -57,6 +57,7 @@ def render_photo(
     fields: torch.Tensor,
     chunk_size: int = 8,
     valid: tuple[float, float] = (1.0, 1.0),
+    mask: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Frames (T, H, W, 3) uint8 at the photo's resolution from fields (T, 3, h, w) of the working image.
 
@@ -67,6 +68,8 @@ def render_photo(
         fields: (T, 3, h, w), (dx, dy, w) in the working frame's normalised units.
         chunk_size: frames R renders at once (memory).
         valid: the fraction of the working frame the photo covers (see :func:`to_photo`).
+        mask: (H, W) in [0, 1] at the photo's size, the region brush: the upsampled field is multiplied
+            by it (displacement x m, w -> w m + 1 - m), so where it is 0 the frames are the photo's pixels.
 
     The identity field (0, 0, 1) reproduces the photo exactly (uint8).
     """
@@ -77,6 +80,12 @@ def render_photo(
     image = to_float(photo)[None].to(device)  # (1, 3, H, W): one float frame
     out = np.empty((fields.shape[0], height, width, 3), dtype=np.uint8)
     per_pass = max(1, min(chunk_size, FULL_RES_PIXEL_BUDGET // (height * width)))
+    if mask is not None:
+        from lvmm.controls import apply_mask
+
+        mask = torch.as_tensor(mask, dtype=torch.float32).to(device)
+        if tuple(mask.shape) != (height, width):
+            raise ValueError(f"the render mask is {tuple(mask.shape)}, the photo {(height, width)}")
     with torch.no_grad():
         pyramid = renderer.encode(work)
         for start in range(0, fields.shape[0], chunk_size):
@@ -85,6 +94,8 @@ def render_photo(
             fill = renderer.fill([p.expand(t, -1, -1, -1) for p in pyramid], f)  # (t, 3, h', w')
             for s in range(0, t, per_pass):
                 ff = to_photo(f[s : s + per_pass], (height, width), valid, fields=True)  # (p, 3, H, W)
+                if mask is not None:
+                    ff = apply_mask(ff, mask)
                 w = ff[:, 2:3]
                 warped = warp(image.expand(ff.shape[0], -1, -1, -1), ff[:, :2], mode="bicubic")
                 frame = w * warped + (1 - w) * to_photo(fill[s : s + per_pass], (height, width), valid)

@@ -21,6 +21,13 @@ embedding of each slot and one overall standard deviation, over the tokens prese
 ranks. ImageBind embeddings of one corpus have cosine similarities near 1 to each other (0.98 for the
 demo's captions under the random encoder), so centring is what lets the text token steer the sample.
 The statistics are buffers of the U-Net and travel with its weights.
+
+Motion amount: a U-Net built with ``amplitude_condition`` is also given each clip's mean displacement
+(:func:`lvmm.controls.motion_amount`, pixels of the field grid): the batch's ``amplitude`` when it has
+one, otherwise measured from the latents themselves, decoded by the stage-one VAE of
+``motion_checkpoint`` relative to z_0 (latent shards store no amplitude). It is dropped to the null
+embedding with probability ``amplitude_dropout`` and whenever both tokens are dropped together, so
+classifier-free guidance samples without it.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ class StageTwo(pl.LightningModule):
         uncond_dropout: probability of dropping both tokens of a sample together, besides the per-token
             dropout: the fully unconditional pass is what classifier-free guidance subtracts at sampling,
             and per-token dropout alone trains it only ``image_dropout * text_dropout`` of the time.
+        amplitude_dropout: probability of dropping the motion amount (U-Nets with ``amplitude_condition``).
         latent_scale: multiply latents by this; None: estimate it from the first batch (module docs).
         standardize_tokens: centre and scale the condition tokens with statistics of the first batch
             (module docs); False leaves them as the encoder gives them.
@@ -84,6 +92,7 @@ class StageTwo(pl.LightningModule):
         image_dropout: float = 0.1,
         text_dropout: float = 0.1,
         uncond_dropout: float = 0.1,
+        amplitude_dropout: float = 0.1,
         latent_scale: float | None = None,
         standardize_tokens: bool = True,
         residual_latents: bool = True,
@@ -190,6 +199,21 @@ class StageTwo(pl.LightningModule):
         with torch.no_grad():
             return self.motion_model().appearance(batch["first"])
 
+    def amplitude(self, batch: dict) -> torch.Tensor:
+        """Each clip's motion amount (B,) in pixels of the field grid: the batch's, or measured from its latents."""
+        if "amplitude" in batch:
+            return batch["amplitude"].float()
+        motion = self.motion_model()
+        if motion is None:
+            raise ValueError(
+                "the U-Net takes a motion amount (amplitude_condition), but the batch has no 'amplitude' "
+                "and no motion_checkpoint is set to measure it from the latents"
+            )
+        from lvmm.controls import motion_amount
+
+        with torch.no_grad():
+            return motion_amount(motion.decode_motion(batch["z"].float(), batch["z0"].float()))
+
     def inputs(self, batch: dict, drop: bool) -> tuple[torch.Tensor, dict]:
         """Scaled clean sample x0 (B, C, K, h, w) and the U-Net's conditions, tokens dropped when ``drop``."""
         # unit-length embeddings, as sampling gives them (every modality at one scale)
@@ -211,12 +235,20 @@ class StageTwo(pl.LightningModule):
             keep_txt = keep_txt & (torch.rand(b, device=x0.device) >= self.hparams.text_dropout)
             keep_any = torch.rand(b, device=x0.device) >= self.hparams.get("uncond_dropout", 0.0)
             keep_img, keep_txt = keep_img & keep_any, keep_txt & keep_any
+        else:
+            keep_any = torch.ones(b, dtype=torch.bool, device=x0.device)
         cond = {
             "z0": batch["z0"] * self.z0_scale,
             "tokens": torch.stack([batch["img_emb"], batch["txt_emb"]], 1).to(x0.dtype),
             "token_mask": torch.stack([keep_img, keep_txt], 1),
             "appearance": self.appearance(batch),
         }
+        if getattr(self.unet, "amplitude_condition", False):
+            keep_amp = keep_any.clone()
+            if drop:
+                keep_amp &= torch.rand(b, device=x0.device) >= self.hparams.get("amplitude_dropout", 0.0)
+            cond["amplitude"] = self.amplitude(batch).to(x0.device)
+            cond["amplitude_mask"] = keep_amp
         return x0, cond
 
     # ----- training -------------------------------------------------------------------------------------
@@ -259,8 +291,10 @@ class StageTwo(pl.LightningModule):
         eta: float = 0.0,
         guidance_scale: float = 0.0,
         loop_guidance: LoopGuidance | None = None,
+        amplitude: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sample latent motion (B, T, C, h, w) in data units for the first frames of ``batch``."""
+        """Sample latent motion (B, T, C, h, w) in data units for the first frames of ``batch``
+        (``amplitude`` (B,): the motion amount asked for, U-Nets with ``amplitude_condition`` only)."""
         if self.latent_scale is None:
             self._ensure_latent_scale(batch["z"], batch["z0"])
         return sample_motion(
@@ -281,6 +315,7 @@ class StageTwo(pl.LightningModule):
             guidance=[loop_guidance] if loop_guidance else [],
             residual=self.hparams.residual_latents,
             z0_scale=self.z0_scale,
+            amplitude=amplitude,
         )
 
     def log_media(self, batch: dict) -> dict[str, np.ndarray]:
@@ -340,6 +375,7 @@ class StageTwo(pl.LightningModule):
             "cond_dim": u.cond_dim,
             "token_names": list(TOKEN_NAMES),
             "appearance_channels": u.appearance_channels,
+            "amplitude_condition": bool(getattr(u, "amplitude_condition", False)),
             "motion_checkpoint": self.hparams.motion_checkpoint,
             "token_statistics_set": self.token_statistics_set,
         }

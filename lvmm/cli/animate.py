@@ -4,6 +4,7 @@
     python tools/animate.py --model models/lvmm --image photo.jpg --seeds 0-15 --batch-size 4   # a model package
     python tools/animate.py --ckpt stage2.ckpt --image photos/ --prompt "the leaves sway gently" --format mp4 gif
     python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --loop-guidance 1e4 --slow-motion 4 --save-flow
+    python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --mask brush.png --drag 40,30,52,30 --loop-guidance 1e4
 
 Stochastic (image only), conditional (``--prompt`` text, ``--audio`` file, or ``--cond-image``), and
 seamless loops (``--loop-guidance MU``, acting after ``--loop-start`` of the steps). Motion is sampled at
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute dtype (default: bf16 on GPU, fp32 on CPU)",
     )
     p.add_argument("--device", default=None)
+    from lvmm.controls import add_arguments
+
+    add_arguments(p)  # --motion-scale, --motion-amount, --mask, --drag, --duration, ...
     return p
 
 
@@ -178,6 +182,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     from lvmm.animation import LOOP_GUIDANCE_START, AnimationError
     from lvmm.checkpoint import CheckpointError
+    from lvmm.controls import options_from_args
     from lvmm.media import MediaError, read_image, write_video
     from lvmm.pipeline import DTYPES, LVMMPipeline
 
@@ -217,6 +222,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     if args.chunk_size is not None:
         options["chunk_size"] = args.chunk_size
+    try:
+        options.update(options_from_args(args))
+    except (MediaError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     rows = []
     for path in images:
         try:

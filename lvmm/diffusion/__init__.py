@@ -2,7 +2,8 @@
 
 * :mod:`~lvmm.diffusion.schedules`: :class:`DiffusionConfig` (betas, prediction type), :class:`Diffusion`
   (training targets and loss weights), :func:`make_scheduler` (DDPM, DDIM, DPM-Solver++);
-* :mod:`~lvmm.diffusion.guidance`: :class:`ClassifierFreeGuidance`, :class:`LoopGuidance`, :class:`StepSchedule`;
+* :mod:`~lvmm.diffusion.guidance`: :class:`ClassifierFreeGuidance`, the energy terms (:class:`LoopGuidance`,
+  :class:`MaskGuidance`, :class:`DragGuidance`), :class:`StepSchedule`;
 * :mod:`~lvmm.diffusion.sampling`: :func:`sample`, the one sampling loop.
 
 :func:`load_motion_diffusion` rebuilds, from a stage-two checkpoint alone, the U-Net and everything the
@@ -13,7 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lvmm.diffusion.guidance import ClassifierFreeGuidance, EnergyGuidance, LoopGuidance, StepSchedule
+from lvmm.diffusion.guidance import (
+    ClassifierFreeGuidance,
+    DragGuidance,
+    EnergyGuidance,
+    LoopGuidance,
+    MaskGuidance,
+    StepSchedule,
+)
 from lvmm.diffusion.sampling import GuidedDenoiser, sample
 from lvmm.diffusion.schedules import SAMPLERS, Diffusion, DiffusionConfig, make_scheduler
 
@@ -21,6 +29,8 @@ __all__ = [
     "ClassifierFreeGuidance",
     "EnergyGuidance",
     "LoopGuidance",
+    "MaskGuidance",
+    "DragGuidance",
     "StepSchedule",
     "GuidedDenoiser",
     "sample",

@@ -15,7 +15,11 @@ cross-attention to the condition tokens, temporal self-attention with relative p
   token is replaced by a learned null token, which is what classifier-free guidance trains and
   samples with;
 * ``appearance`` (B, Ca, h, w), optional: an appearance map of I_0, broadcast over time and
-  concatenated with x_t (only when ``appearance_channels > 0``).
+  concatenated with x_t (only when ``appearance_channels > 0``);
+* ``amplitude`` (B,) with ``amplitude_mask`` (B,), optional (only when ``amplitude_condition``): the
+  clip's mean displacement in pixels of the field grid (the motion amount, as SVD's motion bucket),
+  embedded sinusoidally beside the timestep and added to the timestep embedding; a masked (False) or
+  absent amount is replaced by a learned null embedding (classifier-free dropout and guidance).
 
 Which stages halve the spatial size is configuration (``downsample``): the paper's 16 x 16 latents
 down-sample in all four stages, the small latents of the benchmarks and of the CPU demo stop at
@@ -38,6 +42,7 @@ from torch.utils.checkpoint import checkpoint
 from lvmm.checkpoint import Configurable
 from lvmm.nets.attention import CrossAttention, SpatialAttention, TemporalAttention, group_norm
 
+AMPLITUDE_FEATURE_SCALE = 100.0  # log1p(px) -> the sinusoids' "timestep" (0-10 px spans 0-240)
 TIME_EMBED_MULT = 4  # width of the timestep embedding relative to model_channels (as in DDPM/ADM)
 MAX_PERIOD = 10000.0  # longest period of the sinusoidal timestep features
 
@@ -153,6 +158,8 @@ class UNet3D(Configurable, nn.Module):
         max_frames: the most frames T the network accepts (the number of per-frame features v_k).
         frame_features: channels of each per-frame feature map v_k.
         appearance_channels: channels Ca of the optional appearance map (0: no appearance input).
+        amplitude_condition: take the clip's motion amount (mean displacement, pixels of the field grid)
+            as a condition embedded beside the timestep (False: no such input; older checkpoints).
         dropout: dropout inside the residual blocks.
         groups: GroupNorm groups (fewer where the width does not divide).
         gradient_checkpointing: recompute each layer's activations in the backward pass during training.
@@ -173,6 +180,7 @@ class UNet3D(Configurable, nn.Module):
         max_frames: int = 16,
         frame_features: int = 4,
         appearance_channels: int = 0,
+        amplitude_condition: bool = False,
         dropout: float = 0.0,
         groups: int = 32,
         gradient_checkpointing: bool = False,
@@ -188,6 +196,12 @@ class UNet3D(Configurable, nn.Module):
         self.model_channels = model_channels
 
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.amplitude_condition = bool(amplitude_condition)
+        if self.amplitude_condition:  # the motion amount, embedded as the timestep is; a null for "any amount"
+            self.amplitude_embed = nn.Sequential(
+                nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+            )
+            self.null_amplitude = nn.Parameter(torch.zeros(emb_dim))
         # Conditions: learned null tokens stand in for absent or dropped tokens; a slot embedding tells
         # the attention which token is the image and which the text (both live in ImageBind's one space).
         self.null_tokens = nn.Parameter(torch.randn(num_tokens, cond_dim) / math.sqrt(cond_dim))
@@ -275,6 +289,19 @@ class UNet3D(Configurable, nn.Module):
             return tokens
         return torch.where(token_mask[..., None].bool(), tokens, null)
 
+    def amplitude_embedding(
+        self, amplitude: torch.Tensor | None, amplitude_mask: torch.Tensor | None, batch: int
+    ) -> torch.Tensor:
+        """Embedding (B, E) of the motion amount (B,) in pixels; the null embedding where masked or absent."""
+        null = self.null_amplitude[None].expand(batch, -1)
+        if amplitude is None:
+            return null
+        a = amplitude.float().reshape(batch).clamp_min(0)
+        emb = self.amplitude_embed(timestep_features(torch.log1p(a) * AMPLITUDE_FEATURE_SCALE, self.model_channels))
+        if amplitude_mask is None:
+            return emb
+        return torch.where(amplitude_mask.reshape(batch, 1).bool(), emb, null)
+
     def _run(self, layer: nn.Module, *args) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(layer, *args, use_reentrant=False)
@@ -288,6 +315,8 @@ class UNet3D(Configurable, nn.Module):
         tokens: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None,
         appearance: torch.Tensor | None = None,
+        amplitude: torch.Tensor | None = None,
+        amplitude_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoiser output for x_t (B, C, T, h, w) at timesteps t (B,); see the module docs for the conditions."""
         b, _, n_frames, h, w = x.shape
@@ -307,6 +336,10 @@ class UNet3D(Configurable, nn.Module):
         context = self.context_proj(self.condition_tokens(tokens, token_mask, b)) + self.slot_embed  # (B, S, E)
         if self.token_embed is not None:
             emb = emb + self.token_embed(context.flatten(1))
+        if self.amplitude_condition:
+            emb = emb + self.amplitude_embedding(amplitude, amplitude_mask, b).to(emb.dtype)
+        elif amplitude is not None:
+            raise ValueError("a motion amount was given, but the network was built without amplitude_condition")
 
         frames = rearrange(self.frame_embed(z0), "b (k c) h w -> b c k h w", k=self.max_frames)[:, :, :n_frames]
         inputs = [x, frames.to(x.dtype)]  # (B, C, T, h, w), (B, F, T, h, w)
