@@ -431,14 +431,16 @@ def markdown(report: dict, targets: dict[str, tuple[bool, str]], s: ReportSettin
         f"Mean displacement of generated fields / of the decoded true fields, {report['magnitude']['clips']} "
         "held-out clips "
         f"({report['magnitude']['note']}): **{report['magnitude']['ratio']:.2f}** "
-        f"({report['magnitude']['generated_px']:.3f} / {report['magnitude']['true_px']:.3f} px); without classifier-free "
-        f"guidance (w = 0) {report['magnitude']['ratio_without_cfg']:.2f}: the model alone regresses towards small motion.",
+        f"({report['magnitude']['generated_px']:.3f} / {report['magnitude']['true_px']:.3f} px); "
+        f"without classifier-free guidance (w = 0) {report['magnitude']['ratio_without_cfg']:.2f}: "
+        "the model alone regresses towards small motion.",
         "",
         "| family | generated / true | generated px | true px | clips |",
         "| --- | --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {f} | {'n/a (still)' if v['ratio'] is None else format(v['ratio'], '.2f')} | {v['generated_px']:.3f} | {v['true_px']:.3f} | {v['clips']} |"
+        f"| {f} | {'n/a (still)' if v['ratio'] is None else format(v['ratio'], '.2f')} | "
+        f"{v['generated_px']:.3f} | {v['true_px']:.3f} | {v['clips']} |"
         for f, v in report["magnitude"]["per_family"].items()
     ]
     lines += [
