@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from lvmm.checkpoint import CheckpointError, build, check_hyperparameters, load_networks, read_checkpoint, save_networks
 from lvmm.datasets.readers import expand_shards
-from tests.helpers.shards import REPO
+from tests.helpers import ROOT as REPO
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -15,7 +15,8 @@ import pytest
 
 from lvmm.datasets.recipes import FolderRecipe
 from lvmm.datasets.writer import ShardSettings, write_shards
-from tests.helpers.shards import REPO, load_samples, make_shards_main, manifest_inputs, shards_of
+from tests.helpers import ROOT as REPO
+from tests.helpers.shards import load_samples, make_shards_main, manifest_inputs, shards_of
 from tests.helpers.video import moving_pattern, write_video
 
 SETTINGS = dict(size=(32, 32), clip_len=4, stride=2, fmt="npy")

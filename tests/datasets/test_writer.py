@@ -26,7 +26,8 @@ from lvmm.datasets.recipes import (
 )
 from lvmm.datasets.writer import ShardSettings, partition_sources, sample_key, write_shards
 from lvmm.media import encode_mp4, read_video
-from tests.helpers.shards import REPO, load_samples, make_shards_main, manifest_lines, shards_of
+from tests.helpers import ROOT as REPO
+from tests.helpers.shards import load_samples, make_shards_main, manifest_lines, shards_of
 from tests.helpers.video import moving_pattern, write_bad_files, write_video
 
 MP4_TOLERANCE = 8.0  # mean absolute error (0-255) of an H.264 round trip of a colourful 32x48 clip
