@@ -5,9 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers_pipeline import TINY_IMAGEBIND_DIM, stage_one_checkpoint
-from helpers_stage1 import tiny_motion_model
-from helpers_stage2 import GaussianDenoiser, tiny_unet, unet_inputs
 
 from lvmm import controls
 from lvmm.animation import AnimationError, AnimationOptions, Animator
@@ -16,6 +13,9 @@ from lvmm.diffusion import DiffusionConfig, DragGuidance, MaskGuidance, StepSche
 from lvmm.diffusion.sampling import sample
 from lvmm.media import to_float, write_image
 from lvmm.rendering import render_photo
+from tests.helpers.pipeline import TINY_IMAGEBIND_DIM, stage_one_checkpoint
+from tests.helpers.stage1 import tiny_motion_model
+from tests.helpers.stage2 import GaussianDenoiser, tiny_unet, unet_inputs
 
 H, W = 64, 96  # photo size of the animation tests (field grid 16 x 24)
 
