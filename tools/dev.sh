@@ -29,7 +29,7 @@ export WANDB_MODE="${WANDB_MODE:-offline}"
 job="${1:-demo}"; shift || true
 case "$job" in
   demo) exec "$venv/bin/python" tools/demo.py "$@" ;;
-  test) exec "$venv/bin/python" -m pytest "$@" ;;
+  test) exec "$venv/bin/python" -m pytest -n "${LVMM_TEST_WORKERS:-2}" "$@" ;;  # two workers: the 2-core CI
   lint) "$venv/bin/ruff" check . && exec "$venv/bin/ruff" format --check . ;;
   setup) echo "[lvmm] environment ready: $venv" ;;
   *) echo "usage: bash tools/dev.sh {demo|test|lint|setup} [args]" >&2; exit 2 ;;
