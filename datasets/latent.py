@@ -23,7 +23,6 @@ in :data:`SKIPPED` of the process that read it; the run goes on.
 from __future__ import annotations
 
 import functools
-import io
 import json
 import logging
 import math
@@ -33,12 +32,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import webdataset as wds
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lvmm.controls import motion_amount
 from lvmm.datasets.procedural import DEFAULT_FPS, FAMILIES, field_px, sample_params
-from lvmm.datasets.readers import SAMPLE_ERRORS, dist_info, expand_shards
+from lvmm.datasets.readers import SAMPLE_ERRORS, dist_info, expand_shards, npy_from_bytes, png_from_bytes
 from lvmm.datasets.sampling import EpochSampler
 from lvmm.warp import pixels_to_normalised
 
@@ -49,14 +47,10 @@ SKIPPED: list[str] = []
 log = logging.getLogger(__name__)
 
 
-def _npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)  # never unpickle shard contents
-
-
 def decode_latent_sample(raw: dict, num_frames: int | None = None) -> dict:
     """One raw webdataset sample (bytes per extension) as the tensors of a batch item."""
     key = raw.get("__key__", "")
-    motion = _npy(raw["motion.npy"]).astype(np.float32)  # (K+1, C, h, w)
+    motion = npy_from_bytes(raw["motion.npy"]).astype(np.float32)  # (K+1, C, h, w)
     if motion.ndim != 4 or motion.shape[0] < 2:
         raise ValueError(f"{key}: motion.npy has shape {motion.shape}, expected (K+1, C, h, w) with K >= 1")
     z = motion[1:]
@@ -64,10 +58,10 @@ def decode_latent_sample(raw: dict, num_frames: int | None = None) -> dict:
         if z.shape[0] < num_frames:
             raise ValueError(f"{key}: clip has {z.shape[0]} frames, {num_frames} requested")
         z = z[:num_frames]  # a prefix keeps every z_k relative to the same I_0
-    img_emb = _npy(raw["img_emb.npy"]).astype(np.float32)
-    txt_emb = _npy(raw["txt_emb.npy"]).astype(np.float32) if "txt_emb.npy" in raw else np.zeros_like(img_emb)
+    img_emb = npy_from_bytes(raw["img_emb.npy"]).astype(np.float32)
+    txt_emb = npy_from_bytes(raw["txt_emb.npy"]).astype(np.float32) if "txt_emb.npy" in raw else np.zeros_like(img_emb)
     meta = json.loads(raw["json"]) if "json" in raw else {}
-    first = np.array(Image.open(io.BytesIO(raw["first.png"])).convert("RGB"))
+    first = np.array(png_from_bytes(raw["first.png"]))
     return {
         "z0": torch.from_numpy(motion[0]),
         "z": torch.from_numpy(np.ascontiguousarray(z)),

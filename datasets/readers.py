@@ -141,7 +141,7 @@ class DecodedSample:
     def frames(self, upto: int | None) -> np.ndarray:
         """uint8 (T, H, W, 3): all frames, or the first ``upto`` (mp4 decoding stops there)."""
         if "frames.npy" in self.raw:
-            arr = np.load(io.BytesIO(self.raw["frames.npy"]), allow_pickle=False)
+            arr = npy_from_bytes(self.raw["frames.npy"])
             return arr if upto is None else arr[:upto]
         if "mp4" in self.raw:
             frames, _ = read_video(self.raw["mp4"], max_frames=upto)
@@ -149,10 +149,23 @@ class DecodedSample:
         raise MediaError(f"sample {self.key} ({self.raw.get('__url__', '?')}): no mp4 or frames.npy member")
 
     def flows(self) -> np.ndarray:
-        return np.load(io.BytesIO(self.raw["flow.npy"]), allow_pickle=False).astype(np.float32)
+        return npy_from_bytes(self.raw["flow.npy"]).astype(np.float32)
+
+
+def npy_from_bytes(data: bytes) -> np.ndarray:
+    """A ``.npy`` member of a shard sample as an array; never unpickled (shard contents are untrusted)."""
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def png_from_bytes(data: bytes) -> np.ndarray:
+    """An image member (``first.png``) of a shard sample as uint8 ``(H, W, 3)`` RGB."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def decode(sample: dict) -> DecodedSample:
+    """A raw webdataset sample (bytes per extension) with its json parsed; frames decode on demand."""
     meta = json.loads(sample["json"]) if "json" in sample else {}
     return DecodedSample(sample["__key__"], meta, sample)
 

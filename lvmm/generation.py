@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,93 @@ def check_settings(out: Path, settings: dict, overwrite: bool = False) -> None:
             f"{out} holds videos generated with other settings ({', '.join(diff)} differ): "
             "use another --out, or --overwrite"
         )
+
+
+def generate(args) -> dict:
+    """Generate one video per test sample and seed, sharded over ranks by Lightning's predict loop; the summary.
+
+    ``args`` holds ``lvmm-generate``'s options (:mod:`lvmm.cli.generate`): ``ckpt``, ``stage1_ckpt``,
+    ``reference``, ``out``, ``protocol``, ``size``, ``frames``, ``test_subjects``, ``seeds``, ``condition``,
+    ``sampler``, ``steps``, ``eta``, ``guidance_scale``, ``imagebind``, ``imagebind_config``, ``format``, ``fps``,
+    ``accelerator``, ``devices``, ``num_nodes`` and ``overwrite``. Videos already written are skipped.
+    Raises ValueError (or FileNotFoundError for missing shards) for options it cannot honour.
+    """
+    from torch.utils.data import DataLoader
+
+    from lvmm.cli import parse_int_list, parse_size
+    from lvmm.datasets.readers import expand_shards
+    from lvmm.evaluation.protocols import get_protocol
+
+    started = time.time()
+    protocol = get_protocol(args.protocol)
+    size = parse_size(args.size) or (protocol.height, protocol.width)
+    seeds = parse_int_list(args.seeds)
+    frames = args.frames or protocol.num_frames
+    if size[0] is None:
+        raise ValueError("protocol 'custom' needs --size (and --frames, or the checkpoint's length)")
+    subjects = [s.strip() for s in args.test_subjects.split(",")] if args.test_subjects else None
+    shards = expand_shards(args.reference)
+    samples = list_test_samples(shards, protocol.reference_split, subjects)
+    if not samples:
+        raise ValueError(f"no test samples in {len(shards)} shard(s) (split {protocol.reference_split!r})")
+    out = Path(args.out)
+    settings = {
+        "ckpt": str(Path(args.ckpt).resolve()),
+        "protocol": protocol.name,
+        "size": list(size),
+        "frames": frames,
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "eta": args.eta,
+        "guidance_scale": args.guidance_scale,
+        "condition": args.condition,
+        "imagebind": args.imagebind,
+        "format": args.format,
+    }
+    check_settings(out, settings, args.overwrite)
+    done = finished_keys(out, [k for _, k in samples], seeds, args.format)
+    print(
+        f"[generate] {len(samples)} test samples x {len(seeds)} seed(s), {len(done)} already finished; "
+        f"{frames} frames at {size[0]}x{size[1]} (protocol {protocol.name}) -> {out}"
+    )
+    options = AnimationOptions(
+        num_frames=frames - 1,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        guidance_scale=args.guidance_scale,
+        size=min(size),
+    )
+    module = VideoGeneration(
+        args.ckpt, seeds, options, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.condition
+    )
+    writer = VideoWriter(out, args.format, args.fps)
+    loader = DataLoader(TestSamples(samples, size, done), batch_size=1, collate_fn=list)
+    gpu = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")
+    trainer = pl.Trainer(
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        logger=False,
+        precision="bf16-mixed" if gpu else "32-true",
+        callbacks=[writer],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    if len(done) < len(samples):
+        trainer.predict(module, loader, return_predictions=False)
+    summary = {
+        "samples": len(samples),
+        "seeds": seeds,
+        "skipped": len(done),
+        "written": len(writer.written),
+        "out": str(out),
+        "seconds": round(time.time() - started, 1),
+    }
+    if trainer.is_global_zero:
+        print(
+            f"[generate] wrote {summary['written']} video(s) on rank 0 ({summary['skipped']} samples were finished) "
+            f"in {summary['seconds']} s"
+        )
+    return summary

@@ -122,6 +122,7 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Encode video shards into latent motion shards, resuming a killed run; the summary of the counts."""
     args = parse_args(argv)
     import pytorch_lightning as pl
     import torch

@@ -21,6 +21,7 @@ from lvmm.motion import MotionModel
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Evaluate a stage-one checkpoint (:func:`lvmm.evaluation.stage_one.evaluate_stage_one`); the result."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="stage-one .ckpt or .safetensors")
     src = p.add_mutually_exclusive_group(required=True)

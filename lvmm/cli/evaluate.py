@@ -119,6 +119,7 @@ def resolve_options(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Evaluate generated videos (:func:`lvmm.evaluation.benchmark.evaluate`); the exit status (2: refused)."""
     try:
         args = resolve_options(argv)
         report = evaluate(args)

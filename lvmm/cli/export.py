@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """Write the model package of two checkpoints (:func:`lvmm.pipeline.write_package`); its folder."""
     args = build_parser().parse_args(argv)
     from lvmm.checkpoint import CheckpointError
     from lvmm.pipeline import CHECKSUM_FILE, STAGE_NETWORKS, read_stage, write_package

@@ -15,10 +15,8 @@ finished videos. Then: ``python tools/evaluate.py --config configs/benchmark/mug
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
-from lvmm.cli import parse_int_list, parse_size, parse_with_config_section
+from lvmm.cli import parse_with_config_section
 from lvmm.diffusion.schedules import SAMPLERS
 
 
@@ -61,105 +59,14 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Generate one video per test sample and seed (:func:`lvmm.generation.generate`); the summary."""
     args = parse_args(argv)
-    import pytorch_lightning as pl
-    import torch
-    from torch.utils.data import DataLoader
+    from lvmm.generation import generate
 
-    from lvmm.animation import AnimationOptions
-    from lvmm.datasets.readers import expand_shards
-    from lvmm.evaluation.protocols import get_protocol
-    from lvmm.generation import (
-        TestSamples,
-        VideoGeneration,
-        VideoWriter,
-        check_settings,
-        finished_keys,
-        list_test_samples,
-    )
-
-    started = time.time()
-    protocol = get_protocol(args.protocol)
     try:
-        size = parse_size(args.size) or (protocol.height, protocol.width)
-        seeds = parse_int_list(args.seeds)
-    except ValueError as e:
+        return generate(args)
+    except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
-    frames = args.frames or protocol.num_frames
-    if size[0] is None:
-        raise SystemExit("error: protocol 'custom' needs --size (and --frames, or the checkpoint's length)")
-    subjects = [s.strip() for s in args.test_subjects.split(",")] if args.test_subjects else None
-    try:
-        shards = expand_shards(args.reference)
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}") from None
-    samples = list_test_samples(shards, protocol.reference_split, subjects)
-    if not samples:
-        raise SystemExit(f"error: no test samples in {len(shards)} shard(s) (split {protocol.reference_split!r})")
-    out = Path(args.out)
-    settings = {
-        "ckpt": str(Path(args.ckpt).resolve()),
-        "protocol": protocol.name,
-        "size": list(size),
-        "frames": frames,
-        "sampler": args.sampler,
-        "steps": args.steps,
-        "eta": args.eta,
-        "guidance_scale": args.guidance_scale,
-        "condition": args.condition,
-        "imagebind": args.imagebind,
-        "format": args.format,
-    }
-    try:
-        check_settings(out, settings, args.overwrite)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-    done = finished_keys(out, [k for _, k in samples], seeds, args.format)
-    print(
-        f"[generate] {len(samples)} test samples x {len(seeds)} seed(s), {len(done)} already finished; "
-        f"{frames} frames at {size[0]}x{size[1]} (protocol {protocol.name}) -> {out}"
-    )
-    options = AnimationOptions(
-        num_frames=frames - 1,
-        sampler=args.sampler,
-        steps=args.steps,
-        eta=args.eta,
-        guidance_scale=args.guidance_scale,
-        size=min(size),
-    )
-    module = VideoGeneration(
-        args.ckpt, seeds, options, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.condition
-    )
-    writer = VideoWriter(out, args.format, args.fps)
-    loader = DataLoader(TestSamples(samples, size, done), batch_size=1, collate_fn=list)
-    gpu = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")
-    trainer = pl.Trainer(
-        accelerator=args.accelerator,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        logger=False,
-        precision="bf16-mixed" if gpu else "32-true",
-        callbacks=[writer],
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-    )
-    if len(done) < len(samples):
-        trainer.predict(module, loader, return_predictions=False)
-    summary = {
-        "samples": len(samples),
-        "seeds": seeds,
-        "skipped": len(done),
-        "written": len(writer.written),
-        "out": str(out),
-        "seconds": round(time.time() - started, 1),
-    }
-    if trainer.is_global_zero:
-        print(
-            f"[generate] wrote {summary['written']} video(s) on rank 0 ({summary['skipped']} samples were finished) "
-            f"in {summary['seconds']} s"
-        )
-    return summary
 
 
 def run() -> None:

@@ -94,6 +94,7 @@ def corpus_of(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write video shards (:func:`lvmm.datasets.writer.write_shards`); the exit status."""
     args = build_parser().parse_args(argv)
     try:
         recipe = make_recipe(

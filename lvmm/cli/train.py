@@ -79,6 +79,7 @@ class LVMMCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> LightningCLI:
+    """Run the Lightning CLI with the project's conventions (:class:`LVMMCLI`); the CLI object."""
     os.environ.setdefault("WANDB_MODE", "offline")
     given = list(sys.argv[1:] if args is None else args)
     expanded = expand_config_args(given)

@@ -8,7 +8,6 @@ flags and a config file) and returns the report; :func:`protocol_text`, :func:`m
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import time
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 from lvmm import cli
 from lvmm.checkpoint import CheckpointError, file_sha256
+from lvmm.datasets.readers import npy_from_bytes
 from lvmm.evaluation import frechet
 from lvmm.evaluation.i3d import load_i3d
 from lvmm.evaluation.inception import load_fid_inception
@@ -212,7 +212,7 @@ def iter_reference(
             raise EvaluationError(str(e)) from e
         where = f"{sample.get('__url__', '?')} [{key}]"
         if "frames.npy" in sample:
-            frames = _check_array(np.load(io.BytesIO(sample["frames.npy"]), allow_pickle=False), where)
+            frames = _check_array(npy_from_bytes(sample["frames.npy"]), where)
         elif "mp4" in sample:
             try:
                 frames = read_video(sample["mp4"])[0]

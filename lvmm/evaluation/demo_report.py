@@ -17,7 +17,6 @@ Each target is marked met or missed.
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -63,10 +62,9 @@ class ReportSettings:
 
 def read_latents(folder: Path) -> list[dict]:
     """Every sample of the latent shards in ``folder``: motion (K+1, C, h, w), json, first (H, W, 3)."""
-    import numpy as np
-    from PIL import Image
 
     from lvmm.datasets.latent_encoding import iter_tar_samples
+    from lvmm.datasets.readers import npy_from_bytes, png_from_bytes
 
     rows = []
     for shard in sorted(folder.glob("latent-*.tar")):
@@ -74,9 +72,9 @@ def read_latents(folder: Path) -> list[dict]:
             rows.append(
                 {
                     "key": key,
-                    "motion": np.load(io.BytesIO(s["motion.npy"]), allow_pickle=False).astype("float32"),
+                    "motion": npy_from_bytes(s["motion.npy"]).astype("float32"),
                     "json": json.loads(s["json"]),
-                    "first": np.asarray(Image.open(io.BytesIO(s["first.png"])).convert("RGB")),
+                    "first": png_from_bytes(s["first.png"]),
                 }
             )
     if not rows:
