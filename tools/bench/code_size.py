@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The largest files and functions (in lines) of the source folders: a quick look at where code piles up.
 
-    python tools/bench/code_size.py                 # lvmm/, stages/, datasets/, tools/ of this checkout
-    python tools/bench/code_size.py ROOT lvmm       # other folders, under another checkout
+python tools/bench/code_size.py                 # lvmm/, stages/, datasets/, tools/ of this checkout
+python tools/bench/code_size.py ROOT lvmm       # other folders, under another checkout
 """
 
 from __future__ import annotations
