@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     dtype = DTYPES[args.dtype] if args.dtype else None
     try:
         if args.model:
-            pipe = LVMMPipeline.from_pretrained(args.model, args.device, dtype, args.imagebind, args.imagebind_config)
+            pipe = LVMMPipeline.from_pretrained(  # ok: a local package folder, never a hub
+                args.model, args.device, dtype, args.imagebind, args.imagebind_config
+            )
         else:
             pipe = LVMMPipeline.from_checkpoints(
                 args.ckpt, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.device, dtype

@@ -278,7 +278,9 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         if args.model:
-            pipe = LVMMPipeline.from_pretrained(args.model, args.device, imagebind=args.imagebind)
+            pipe = LVMMPipeline.from_pretrained(  # ok: a local package folder, never a hub
+                args.model, args.device, imagebind=args.imagebind
+            )
         else:
             pipe = LVMMPipeline.from_checkpoints(args.ckpt, args.stage1_ckpt, args.imagebind, device=args.device)
     except (CheckpointError, AnimationError) as e:
