@@ -46,7 +46,7 @@ PRESETS = {
         stage2_steps=2500,
         sample_steps=50,
         loop_guidance=1e4,
-        report_clips=8,
+        report_clips=16,
         stage2_batch=16,
     ),
     # the end-to-end test: every step runs, nothing is trained long enough to mean anything

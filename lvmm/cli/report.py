@@ -38,17 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--imagebind", default=None)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance-scale", type=float, default=4.0)
-    p.add_argument("--loop-guidance", type=float, default=1e4)
-    p.add_argument("--clips-per-family", type=int, default=8)
-    p.add_argument("--stage1-clips", type=int, default=32)
+    p.add_argument("--steps", type=int, default=ReportSettings.steps)
+    p.add_argument("--guidance-scale", type=float, default=ReportSettings.guidance_scale)
+    p.add_argument("--loop-guidance", type=float, default=ReportSettings.loop_guidance)
+    p.add_argument("--clips-per-family", type=int, default=ReportSettings.clips_per_family)
+    p.add_argument("--stage1-clips", type=int, default=ReportSettings.stage1_clips)
     p.add_argument(
         "--loop-seeds",
         "--seam-seeds",
         dest="loop_seeds",
         type=int,
-        default=4,
+        default=ReportSettings.loop_seeds,
         help="seeds per photo for the loop measures",
     )
     return p

@@ -55,7 +55,7 @@ class ReportSettings:
     steps: int = 50
     guidance_scale: float = 4.0
     loop_guidance: float = 1e4
-    clips_per_family: int = 8
+    clips_per_family: int = 16  # 96 clips: the accuracy's standard error is about 0.05 (0.07 with 8)
     stage1_clips: int = 32
     loop_seeds: int = 4
 

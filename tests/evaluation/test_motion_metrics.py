@@ -99,3 +99,22 @@ def test_family_classifier_accuracy_is_chance_level_on_labels_it_cannot_see():
     labels = torch.tensor([0, 1] * 20)  # the same family under two labels
     classifier = FamilyClassifier(num_classes=2).fit(fields[:20], labels[:20])
     assert classifier.accuracy(fields[20:], labels[20:]) <= 0.8
+
+
+def test_family_classifier_calls_invisible_motion_still_however_it_is_shaped():
+    """A sample that barely moves is still: true still clips decode to zero motion, and the scale-free
+    features (concentration, anisotropy) of a 0.02-px residue must not give it the shape of a family."""
+    g = torch.Generator().manual_seed(2)
+    still = torch.zeros(20, 4, 2, 16, 16)
+    train = torch.cat([still, _fields("shift", 20, g), _fields("zoom", 20, g)])
+    labels = torch.tensor([0] * 20 + [1] * 20 + [2] * 20)
+    classifier = FamilyClassifier(num_classes=3).fit(train, labels)
+    residue = _fields("shift", 10, g)  # a translation, scaled to 0.02 px of mean displacement: invisible
+    residue = residue * (0.02 / residue.norm(dim=2).mean((1, 2, 3), keepdim=True)[..., None])
+    assert mean_magnitude(residue) == pytest.approx(0.02, rel=1e-3)
+    assert classifier.predict(residue).tolist() == [0] * 10
+    # the floor fades the residue's scale-free features towards a still clip's zeros
+    concentration, unfloored = motion_features(residue)[:, 5], motion_features(residue, floor=0.0)[:, 5]
+    assert (concentration < 0.3 * unfloored).all()
+    visible = _fields("shift", 10, g)  # the same motion at 1-3 px is recognised as it should be
+    assert classifier.accuracy(visible, torch.ones(10)) >= 0.9
