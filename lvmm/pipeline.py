@@ -226,6 +226,8 @@ def write_package(
             "scale": unet_state["unet.token_scale"].float().flatten().tolist(),
             "stored_as": ["unet.token_mean", "unet.token_scale"],
         }
+        if "unet.token_whiten" in unet_state:  # the whitening matrices replace the scale (token_whitening)
+            tokens["stored_as"].append("unet.token_whiten")
     config = {
         "format": PACKAGE_FORMAT,
         "format_version": PACKAGE_FORMAT_VERSION,

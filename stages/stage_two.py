@@ -20,7 +20,8 @@ per-slot token standardisation (:meth:`lvmm.nets.unet3d.UNet3D.set_token_statist
 embedding of each slot and one overall standard deviation, over the tokens present in the batch on all
 ranks. ImageBind embeddings of one corpus have cosine similarities near 1 to each other (0.98 for the
 demo's captions under the random encoder), so centring is what lets the text token steer the sample.
-The statistics are buffers of the U-Net and travel with its weights.
+The statistics are buffers of the U-Net and travel with its weights. A U-Net built with
+``token_whitening`` is given a ZCA whitening matrix per slot (:func:`whitening`) instead of the one scale.
 
 Motion amount: a U-Net built with ``amplitude_condition`` is also given each clip's mean displacement
 (:func:`lvmm.controls.motion_amount`, pixels of the field grid): the batch's ``amplitude`` when it has
@@ -48,6 +49,27 @@ from lvmm.imagebind.encoder import condition_embedding
 from lvmm.nets.unet3d import UNet3D
 
 TOKEN_NAMES = ("image", "text")  # the order of the condition tokens (UNet3D's token slots)
+
+
+TOKEN_WHITENING_FLOOR = 1e-3  # eigenvalues below this fraction of the largest are raised to it
+
+
+def whitening(cov: torch.Tensor, floor: float = TOKEN_WHITENING_FLOOR) -> torch.Tensor:
+    """ZCA whitening matrices (S, D, D) of per-slot covariances (S, D, D): V diag(1 / sqrt(max(l, floor l_max))) V^T.
+
+    Symmetric, so a token keeps its place rather than being rotated; the floor bounds the gain of the
+    directions the statistics barely saw at 1 / sqrt(floor) of the leading one's. A slot whose tokens
+    did not vary stays the identity."""
+    out = []
+    for c in cov.double():
+        values, vectors = torch.linalg.eigh(c)
+        top = values.max()
+        if top <= 0:
+            out.append(torch.eye(c.shape[0], dtype=c.dtype))
+            continue
+        gain = values.clamp_min(floor * top).rsqrt()
+        out.append(vectors @ torch.diag(gain) @ vectors.T)
+    return torch.stack(out).to(cov.dtype)
 
 
 class StageTwo(pl.LightningModule):
@@ -160,8 +182,13 @@ class StageTwo(pl.LightningModule):
 
         count = total(weight)  # (S, 1)
         mean = total(tokens * weight) / count.clamp_min(1)  # (S, D)
-        var = total((tokens - mean) ** 2 * weight).mean(-1, keepdim=True) / (count - 1).clamp_min(1)  # (S, 1)
-        scale = torch.where(var > 0, var.sqrt(), torch.ones_like(var))  # a slot with no token stays identity
+        centred = (tokens - mean) * weight  # (B, S, D), zero where absent
+        if self.unet.token_whitening:
+            cov = total(torch.einsum("bsd,bse->bsde", centred, centred)) / (count[..., None] - 1).clamp_min(1)
+            scale = whitening(cov)  # (S, D, D)
+        else:
+            var = total(centred**2).mean(-1, keepdim=True) / (count - 1).clamp_min(1)  # (S, 1)
+            scale = torch.where(var > 0, var.sqrt(), torch.ones_like(var))  # a slot with no token stays identity
         self.unet.set_token_statistics(mean, scale)
         self.token_statistics_set = True
 

@@ -151,6 +151,9 @@ class UNet3D(Configurable, nn.Module):
         head_dim: channels per attention head.
         cond_dim: dimension D of the condition tokens (1024 for ImageBind huge).
         num_tokens: number of condition tokens S (image and text).
+        token_whitening: standardise each slot by a whitening matrix (D, D) instead of one scale, so
+            every direction in which the training tokens vary counts alike (docs/design.md, Token
+            whitening); :meth:`set_token_statistics` then takes the matrix.
         tokens_in_embedding: also add the (projected) tokens to the timestep embedding, so a global
             condition modulates every residual block and not only the attention layers (the pooled text
             embedding of SDXL; a CPU probe conditioned through the embedding alone, docs/design.md, Conditioning
@@ -177,6 +180,7 @@ class UNet3D(Configurable, nn.Module):
         cond_dim: int = 1024,
         num_tokens: int = 2,
         tokens_in_embedding: bool = True,
+        token_whitening: bool = False,
         max_frames: int = 16,
         frame_features: int = 4,
         appearance_channels: int = 0,
@@ -210,6 +214,9 @@ class UNet3D(Configurable, nn.Module):
         # captions apart is a small part of each vector, which centring makes the whole of it.
         self.register_buffer("token_mean", torch.zeros(num_tokens, cond_dim))  # (S, D)
         self.register_buffer("token_scale", torch.ones(num_tokens, 1))  # (S, 1)
+        self.token_whitening = bool(token_whitening)
+        if self.token_whitening:
+            self.register_buffer("token_whiten", torch.eye(cond_dim).repeat(num_tokens, 1, 1))  # (S, D, D)
         self.context_proj = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, emb_dim))
         self.slot_embed = nn.Parameter(torch.zeros(num_tokens, emb_dim))
         self.token_embed = nn.Linear(num_tokens * emb_dim, emb_dim) if tokens_in_embedding else None
@@ -262,14 +269,20 @@ class UNet3D(Configurable, nn.Module):
 
     @torch.no_grad()
     def set_token_statistics(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
-        """Standardise given tokens as ``(token - mean) / scale`` from now on: mean (S, D), scale (S,)."""
-        if mean.shape != self.token_mean.shape or scale.numel() != self.num_tokens:
+        """Standardise given tokens as ``(token - mean) / scale`` from now on: mean (S, D), scale (S,); with
+        ``token_whitening``, as ``(token - mean) @ scale`` with a whitening matrix per slot, scale (S, D, D)."""
+        whiten = (self.num_tokens, self.cond_dim, self.cond_dim)
+        expected = whiten if self.token_whitening else (self.num_tokens,)
+        if mean.shape != self.token_mean.shape or scale.numel() != math.prod(expected):
             raise ValueError(
                 f"token statistics of shapes {tuple(mean.shape)}, {tuple(scale.shape)}; "
-                f"expected {tuple(self.token_mean.shape)} and ({self.num_tokens},)"
+                f"expected {tuple(self.token_mean.shape)} and {expected}"
             )
         self.token_mean.copy_(mean)
-        self.token_scale.copy_(scale.reshape(self.num_tokens, 1))
+        if self.token_whitening:
+            self.token_whiten.copy_(scale.reshape(whiten))
+        else:
+            self.token_scale.copy_(scale.reshape(self.num_tokens, 1))
 
     def condition_tokens(
         self, tokens: torch.Tensor | None, token_mask: torch.Tensor | None, batch: int
@@ -283,7 +296,11 @@ class UNet3D(Configurable, nn.Module):
         null = self.null_tokens[None].expand(batch, -1, -1)
         if tokens is None:
             return null
-        tokens = (tokens.to(null.dtype) - self.token_mean) / self.token_scale
+        tokens = tokens.to(null.dtype) - self.token_mean  # (B, S, D)
+        if self.token_whitening:
+            tokens = torch.einsum("bsd,sde->bse", tokens, self.token_whiten)
+        else:
+            tokens = tokens / self.token_scale
         tokens = tokens * (tokens.shape[-1] ** 0.5 / tokens.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         if token_mask is None:
             return tokens

@@ -75,6 +75,32 @@ def test_token_statistics_are_set_once_from_the_first_batch():
     assert not plain.unet.token_mean.any() and torch.all(plain.unet.token_scale == 1)
 
 
+def test_token_whitening_gives_the_first_batch_unit_covariance_in_every_direction():
+    """With ``token_whitening`` the slot's statistics are a ZCA matrix: a direction in which the captions
+    barely vary (the one that tells them apart) counts as much as the common one."""
+    batch = _batch(n=64)
+    g = torch.Generator().manual_seed(0)
+    spread = torch.tensor([3.0] * 4 + [0.3] * 4 + [0.0] * 8)  # eight directions vary (two scales), eight do not
+    batch["txt_emb"] = 5.0 + torch.randn(64, 16, generator=g) * spread  # one large shared direction
+    batch["has_txt"][:] = True
+    module = StageTwo(tiny_unet(randomise=False, token_whitening=True), num_frames=4)
+    module.inputs(batch, drop=False)
+    unit = torch.nn.functional.normalize(batch["txt_emb"], dim=-1)
+    white = (unit - module.unet.token_mean[1]) @ module.unet.token_whiten[1]  # (N, D)
+    values = torch.linalg.eigvalsh(torch.cov(white.T))
+    varying = values[values > 0.5]
+    # unit variance in every direction the data vary in (the eight, and the radial one normalisation adds)
+    assert len(varying) >= 8 and torch.allclose(varying, torch.ones_like(varying), atol=1e-3)
+    assert values.max() < 1 + 1e-3  # and no direction amplified past it
+    plain = StageTwo(tiny_unet(randomise=False), num_frames=4)
+    plain.inputs(batch, drop=False)
+    scaled = (unit - plain.unet.token_mean[1]) / plain.unet.token_scale[1]
+    weak = torch.linalg.eigvalsh(torch.cov(scaled.T))
+    assert weak[weak > 1e-6].min() < 0.02 * weak.max()  # one scale leaves the weak directions weak
+    with pytest.raises(ValueError, match="expected"):
+        module.unet.set_token_statistics(module.unet.token_mean, torch.ones(2))
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to")
 def test_overfitting_a_fixed_batch_lowers_the_loss():
     torch.manual_seed(0)
