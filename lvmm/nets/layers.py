@@ -8,14 +8,15 @@ from torch import nn
 
 MAX_GROUPS = 8
 """GroupNorm groups of the stage-one networks: at most this many, fewer when the width is small or not divisible."""
-GROUP_NORM_EPS = 1e-5  # PyTorch's default
+GROUP_NORM_EPS = 1e-5  # PyTorch's default, kept by the stage-one networks
+UNET_NORM_EPS = 1e-6  # as latent-diffusion U-Nets (the stage-two U-Net and its attention blocks)
 
 
 def group_norm(channels: int, groups: int = MAX_GROUPS, eps: float = GROUP_NORM_EPS) -> nn.GroupNorm:
     """GroupNorm with the largest group count <= ``groups`` that divides ``channels``, so any width works.
 
     The one helper of every network: stage one caps the groups at :data:`MAX_GROUPS`, the stage-two U-Net at
-    its ``groups`` setting (with ``eps=1e-6``, as latent-diffusion U-Nets use)."""
+    its ``groups`` setting (with ``eps=UNET_NORM_EPS``, as latent-diffusion U-Nets use)."""
     g = next(g for g in range(min(groups, channels), 0, -1) if channels % g == 0)
     return nn.GroupNorm(g, channels, eps=eps)
 

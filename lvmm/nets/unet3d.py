@@ -40,7 +40,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lvmm.checkpoint import Configurable
-from lvmm.nets.attention import CrossAttention, SpatialAttention, TemporalAttention, group_norm
+from lvmm.nets.attention import CrossAttention, SpatialAttention, TemporalAttention
+from lvmm.nets.layers import UNET_NORM_EPS, group_norm
 
 AMPLITUDE_FEATURE_SCALE = 100.0  # log1p(px) -> the sinusoids' "timestep" (0-10 px spans 0-240)
 TIME_EMBED_MULT = 4  # width of the timestep embedding relative to model_channels (as in DDPM/ADM)
@@ -68,10 +69,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float, groups: int):
         super().__init__()
-        self.norm1 = group_norm(in_channels, groups)
+        self.norm1 = group_norm(in_channels, groups, UNET_NORM_EPS)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_channels)
-        self.norm2 = group_norm(out_channels, groups)
+        self.norm2 = group_norm(out_channels, groups, UNET_NORM_EPS)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # the block starts as its skip path
@@ -255,7 +256,7 @@ class UNet3D(Configurable, nn.Module):
                 ch = out
             self.up_layers.append(stage)
 
-        self.norm_out = group_norm(ch, groups)
+        self.norm_out = group_norm(ch, groups, UNET_NORM_EPS)
         self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # start from a zero prediction, the mean of every target type
         nn.init.zeros_(self.conv_out.bias)
