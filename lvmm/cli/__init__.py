@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def parse_with_config_section(
@@ -56,7 +57,10 @@ def parse_size(text: str | int | None) -> tuple[int, int] | None:
 
 
 def parse_int_list(text: str | int | None) -> list[int] | None:
-    """A list of seeds: ``'0-3,7'`` -> ``[0, 1, 2, 3, 7]``; None stays None."""
+    """A list of seeds: ``'0-3,7'`` -> ``[0, 1, 2, 3, 7]``; None stays None.
+
+    The one reader of the seed options (``lvmm-animate``, ``lvmm-generate``, ``lvmm-evaluate``, the app).
+    Raises ValueError for text it cannot read, a range that runs backwards and text without a seed."""
     if text is None:
         return None
     values: list[int] = []
@@ -66,15 +70,29 @@ def parse_int_list(text: str | int | None) -> list[int] | None:
             continue
         lo, sep, hi = part.partition("-")
         try:
-            values += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+            first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
         except ValueError:
             raise ValueError(f"cannot read seeds from {text!r} (use e.g. '0-3' or '0,5')") from None
+        if last < first:
+            raise ValueError(f"empty seed range {part!r} in {text!r}")
+        values += range(first, last + 1)
+    if not values:
+        raise ValueError(f"no seeds in {text!r}")
     return values
 
 
-def size_argument(text: str) -> tuple[int, int]:
-    """:func:`parse_size` as an argparse ``type``."""
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` (one of the readers above) as an argparse ``type``: its ValueError is the option's message."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parse.__name__  # argparse names the type in some messages
+    return convert
+
+
+size_argument = argument_type(parse_size)
+seeds_argument = argument_type(parse_int_list)

@@ -21,26 +21,9 @@ import argparse
 import json
 from pathlib import Path
 
+from lvmm.cli import seeds_argument
 from lvmm.diffusion.schedules import SAMPLERS
 from lvmm.media import DEFAULT_CRF
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-3' -> [0, 1, 2, 3]; '1,5,7' -> [1, 5, 7]; '4' -> [4]."""
-    seeds = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part[1:]:
-            lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-            lo, hi = int(lo), int(hi)
-            if hi < lo:
-                raise argparse.ArgumentTypeError(f"empty seed range {part!r}")
-            seeds += list(range(lo, hi + 1))
-        elif part:
-            seeds.append(int(part))
-    if not seeds:
-        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
-    return seeds
 
 
 def list_images(path: Path) -> list[Path]:
@@ -136,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep what loop guidance leaves of D(z_K) - D(z_1) instead of spreading it over the clip",
     )
-    p.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-3 or 1,5,7; one generator per seed")
+    p.add_argument("--seeds", type=seeds_argument, default=[0], help="e.g. 0-3 or 1,5,7; one generator per seed")
     p.add_argument("--slow-motion", type=int, default=1, help="N: N - 1 interpolated fields between neighbours")
     p.add_argument("--size", type=int, default=None, help="working short side (default: the training size)")
     p.add_argument(

@@ -79,7 +79,8 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
     import numpy as np
 
     from lvmm.animation import AnimationError
-    from lvmm.cli.animate import flow_video, parse_seeds
+    from lvmm.cli import parse_int_list
+    from lvmm.cli.animate import flow_video
     from lvmm.media import MediaError, read_image, write_video
 
     out_root = Path(out_dir or tempfile.mkdtemp(prefix="lvmm-app-"))
@@ -142,7 +143,7 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
                 raise ValueError("upload a photo first")
             loop = mode == MODES[1]
             k = frame_plan(duration, fps, loop, max_frames)
-            seeds = parse_seeds(str(seeds_text))
+            seeds = parse_int_list(str(seeds_text))
             prompt = (prompt or "").strip() or None
             if prompt and audio:
                 raise ValueError("give a text prompt or an audio file, not both")
