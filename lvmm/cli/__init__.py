@@ -45,6 +45,28 @@ def parse_with_config_section(
     return args
 
 
+def load_pipeline(args: argparse.Namespace):
+    """The :class:`lvmm.pipeline.LVMMPipeline` of a command's ``--model`` folder or ``--ckpt`` (with
+    ``--stage1-ckpt``); ``--imagebind``, ``--imagebind-config``, ``--dtype`` and ``--device`` where the command
+    has them. A checkpoint, package or ImageBind setting that cannot be used exits with its message."""
+    from lvmm.animation import AnimationError
+    from lvmm.checkpoint import CheckpointError
+    from lvmm.pipeline import DTYPES, LVMMPipeline
+
+    dtype = DTYPES[args.dtype] if getattr(args, "dtype", None) else None
+    imagebind_config = getattr(args, "imagebind_config", None)
+    try:
+        if args.model:
+            return LVMMPipeline.from_pretrained(  # ok: a local package folder, never a hub
+                args.model, args.device, dtype, args.imagebind, imagebind_config
+            )
+        return LVMMPipeline.from_checkpoints(
+            args.ckpt, args.stage1_ckpt, args.imagebind, imagebind_config, args.device, dtype
+        )
+    except (CheckpointError, AnimationError, ValueError) as e:  # ValueError: an ImageBind config it cannot honour
+        raise SystemExit(f"error: {e}") from None
+
+
 def parse_size(text: str | int | None) -> tuple[int, int] | None:
     """A frame size option: ``N`` (square) or ``HxW`` (e.g. ``256x448``) -> ``(H, W)``; None stays None."""
     if text is None:
