@@ -322,6 +322,21 @@ class Animator:
         """
         options = options or AnimationOptions()
         image = np.asarray(image)
+        k, loop = self._check_request(image, options)
+        seeds = [int(s) for s in seeds]
+        img0, valid = self._prepare(image, options)  # (1, 3, H', W')
+        grid = (img0.shape[-2] // self.motion.field_downsample, img0.shape[-1] // self.motion.field_downsample)
+        ctl = self._controls(options, image.shape[:2], grid, k, loop)
+        cond = self._conditions(img0, prompt, audio, cond_image, len(seeds))
+        z = self._sample(cond, seeds, options, ctl, loop, progress, callback)  # (B, N, C, hz, wz)
+        with torch.no_grad():
+            fields = self._decode(z, cond["z0"], options, ctl, loop)  # (B, N, 3, h, w), relative to the photo
+            return [
+                self._result(seed, fields[i], image, img0, valid, options, ctl, loop) for i, seed in enumerate(seeds)
+            ]
+
+    def _check_request(self, image: np.ndarray, options: AnimationOptions) -> tuple[int, bool]:
+        """Refuse an image or a frame count the models cannot serve; the generated frames K, and whether a loop."""
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise AnimationError(f"expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
         height, width = image.shape[:2]
@@ -333,21 +348,31 @@ class Animator:
             raise AnimationError(
                 f"num_frames must be between {3 if loop else 2} and {self.extra.get('max_frames')}, got {k}"
             )
-        seeds = [int(s) for s in seeds]
-        b = len(seeds)
-        img0, valid = self._prepare(image, options)  # (1, 3, H', W')
-        fh, fw = (img0.shape[-2] // self.motion.field_downsample, img0.shape[-1] // self.motion.field_downsample)
-        ctl = self._controls(options, (height, width), (fh, fw), k, loop)
+        return k, loop
+
+    def _conditions(self, img0: torch.Tensor, prompt, audio, cond_image, batch: int) -> dict:
+        """What the sampler is conditioned on, one copy per seed: z_0 (B, C, hz, wz), the ImageBind embeddings of
+        the image and of the prompt (B, D) (None: no prompt), the appearance map (None unless the U-Net takes one)."""
         with torch.no_grad():
             z0 = self.motion.encode_field(self.motion.predict_field(img0, img0))  # (1, C, hz, wz)
             img_emb = self.encoder.embed_images([to_uint8(img0[0])]).to(self.device)
             prompt_emb = self._prompt_embedding(prompt, audio, cond_image)
             appearance = self.motion.appearance(img0) if self.extra.get("appearance_channels") else None
-        rep = lambda x: None if x is None else x.expand(b, *x.shape[1:]).to(self.device)
-        z0b = rep(z0)
+        rep = lambda x: None if x is None else x.expand(batch, *x.shape[1:]).to(self.device)
+        return {"z0": rep(z0), "image": rep(img_emb), "prompt": rep(prompt_emb), "appearance": rep(appearance)}
+
+    def _sample(
+        self, cond: dict, seeds: list[int], options: AnimationOptions, ctl: dict, loop: bool, progress: bool, callback
+    ) -> torch.Tensor:
+        """Latent motion z_1..z_N (B, N, C, hz, wz): one window of K frames, or for a long clip windows whose
+        first frames are fixed to the previous window's last ones (one generator per seed across them)."""
+        b = len(seeds)
         n_gen, length, starts = ctl["plan"]
-        generators = generators_for(seeds)  # one per seed, continued over the windows of a long clip
+        generators = generators_for(seeds)
         total_steps = options.steps * len(starts)
+        amplitude = None
+        if options.motion_amount is not None:
+            amplitude = torch.full((b,), float(options.motion_amount), device=self.device)
         z_all = None
         for w_index, s0 in enumerate(starts):
             known = known_frames = None
@@ -360,94 +385,101 @@ class Animator:
             z = sample_motion(
                 self.denoiser,
                 self.config,
-                z0b,
-                rep(img_emb),
-                rep(prompt_emb),
+                cond["z0"],
+                cond["image"],
+                cond["prompt"],
                 num_frames=length,
                 seeds=seeds,
                 latent_scale=float(self.extra.get("latent_scale", 1.0)),
-                appearance=rep(appearance),
+                appearance=cond["appearance"],
                 sampler=options.sampler,
                 steps=options.steps,
                 eta=options.eta,
                 guidance_scale=options.guidance_scale,
-                guidance=self._guidance(options, ctl, z0b, loop, s0, length),
+                guidance=self._guidance(options, ctl, cond["z0"], loop, s0, length),
                 progress=progress,
                 residual=bool(self.extra.get("residual_latents", False)),
                 z0_scale=self.extra.get("z0_scale"),
                 callback=step_cb,
-                amplitude=None
-                if options.motion_amount is None
-                else torch.full((b,), float(options.motion_amount), device=self.device),
+                amplitude=amplitude,
                 known=known,
                 known_frames=known_frames,
                 generators=generators,
             )  # (B, length, C, hz, wz)
             z_all = z if z_all is None else torch.cat([z_all, z[:, z_all.shape[1] - s0 :]], 1)
-        z = z_all[:, :n_gen]
-        joins = [s0 + options.window_overlap for s0 in starts[1:]]  # step j -> j + 1 enters a new window
-        results = []
-        with torch.no_grad():
-            fields = torch.cat(
-                [
-                    self.motion.decode_motion(z[:, i : i + options.chunk_size], z0b)
-                    for i in range(0, n_gen, options.chunk_size)
-                ],
-                1,
-            )  # (B, N, 3, h, w), relative to the photo; decoded a chunk of frames at a time
-            if loop and options.loop_closure:
-                fields = close_loop(fields)
-            if options.field_transform is not None:
-                fields = options.field_transform(fields)
-            fields = self._edit(fields, options, ctl)
-            for i, seed in enumerate(seeds):
-                f = fields[i]
-                if loop:  # z_K was pulled to z_1: play 1..K-1 and let the wrap be the step K-1 -> 1
-                    f = f[:-1]
-                else:  # a clip starts at I_0 itself: the identity field with full intention weight
-                    identity = torch.zeros_like(f[:1])
-                    identity[:, 2] = 1.0
-                    f = torch.cat([identity, f])
-                played = interpolate_fields(f, options.slow_motion, wrap=loop)
-                if options.total_frames and not loop:
-                    played = played[: options.total_frames]
-                frames = render_photo(
-                    self.motion.renderer, image, img0, played, options.chunk_size, valid, ctl["photo_mask"]
-                )
-                px = normalised_to_pixels(fields[i][:, :2], *fields.shape[-2:])  # generated fields only
-                metrics = {
-                    "wrap_field": wrap_ratio(normalised_to_pixels(played[:, :2], *played.shape[-2:])),
-                    "wrap_frames": wrap_ratio(frames),
-                    "magnitude_px": mean_magnitude(px),
-                }
-                if not loop and len(frames) >= 3:
-                    metrics["pop_frames"] = pop_ratio(frames)
-                if ctl["grid_mask"] is not None:
-                    metrics["mask_share"] = controls.mask_energy_share(fields[i], ctl["grid_mask"].to(fields.device))
-                if ctl["drags"]:
-                    errors = controls.drag_endpoint_error(fields[i].cpu(), ctl["drags"], (height, width), loop)
-                    metrics["drag_error_px"] = max(errors)
-                if len(starts) > 1:
-                    at = [j * options.slow_motion for j in joins if j * options.slow_motion < len(frames) - 1]
-                    metrics.update(
-                        windows=len(starts),
-                        join_frames=controls.join_ratio(frames, at),
-                        join_fields=controls.join_ratio(normalised_to_pixels(played[:, :2], *played.shape[-2:]), at),
-                    )
-                if loop and options.total_frames:  # a loop repeats seamlessly to any length
-                    frames = controls.tile_loop(frames, options.total_frames)
-                    played = played[torch.from_numpy(np.arange(options.total_frames) % len(played))]
-                results.append(
-                    Animation(
-                        seed=seed,
-                        frames=frames,
-                        fields=played.cpu(),
-                        loop=loop,
-                        working_size=tuple(img0.shape[-2:]),
-                        metrics=metrics,
-                    )
-                )
-        return results
+        return z_all[:, :n_gen]
+
+    def _decode(
+        self, z: torch.Tensor, z0b: torch.Tensor, options: AnimationOptions, ctl: dict, loop: bool
+    ) -> torch.Tensor:
+        """The edited fields (B, N, 3, h, w) of latents z (B, N, C, hz, wz), decoded a chunk of frames at a time."""
+        step = options.chunk_size
+        fields = torch.cat([self.motion.decode_motion(z[:, i : i + step], z0b) for i in range(0, z.shape[1], step)], 1)
+        if loop and options.loop_closure:
+            fields = close_loop(fields)
+        if options.field_transform is not None:
+            fields = options.field_transform(fields)
+        return self._edit(fields, options, ctl)
+
+    def _result(
+        self, seed: int, generated: torch.Tensor, image: np.ndarray, img0: torch.Tensor, valid, options, ctl, loop
+    ) -> Animation:
+        """One seed's animation from its generated fields (N, 3, h, w): fields as played, frames, measures."""
+        played = self._played(generated, options, loop)
+        frames = render_photo(self.motion.renderer, image, img0, played, options.chunk_size, valid, ctl["photo_mask"])
+        metrics = self._metrics(generated, played, frames, image.shape[:2], options, ctl, loop)
+        if loop and options.total_frames:  # a loop repeats seamlessly to any length
+            frames = controls.tile_loop(frames, options.total_frames)
+            played = played[torch.from_numpy(np.arange(options.total_frames) % len(played))]
+        return Animation(
+            seed=seed,
+            frames=frames,
+            fields=played.cpu(),
+            loop=loop,
+            working_size=tuple(img0.shape[-2:]),
+            metrics=metrics,
+        )
+
+    @staticmethod
+    def _played(generated: torch.Tensor, options: AnimationOptions, loop: bool) -> torch.Tensor:
+        """The fields (T, 3, h, w) in the order they play, interpolated for slow motion."""
+        if loop:  # z_K was pulled to z_1: play 1..K-1 and let the wrap be the step K-1 -> 1
+            f = generated[:-1]
+        else:  # a clip starts at I_0 itself: the identity field with full intention weight
+            identity = torch.zeros_like(generated[:1])
+            identity[:, 2] = 1.0
+            f = torch.cat([identity, generated])
+        played = interpolate_fields(f, options.slow_motion, wrap=loop)
+        if options.total_frames and not loop:
+            played = played[: options.total_frames]
+        return played
+
+    @staticmethod
+    def _metrics(generated, played, frames, photo: tuple[int, int], options: AnimationOptions, ctl, loop) -> dict:
+        """The measures of one animation (:class:`Animation`, ``metrics``)."""
+        px = normalised_to_pixels(generated[:, :2], *generated.shape[-2:])  # generated fields only
+        played_px = normalised_to_pixels(played[:, :2], *played.shape[-2:])
+        metrics = {
+            "wrap_field": wrap_ratio(played_px),
+            "wrap_frames": wrap_ratio(frames),
+            "magnitude_px": mean_magnitude(px),
+        }
+        if not loop and len(frames) >= 3:
+            metrics["pop_frames"] = pop_ratio(frames)
+        if ctl["grid_mask"] is not None:
+            metrics["mask_share"] = controls.mask_energy_share(generated, ctl["grid_mask"].to(generated.device))
+        if ctl["drags"]:
+            metrics["drag_error_px"] = max(controls.drag_endpoint_error(generated.cpu(), ctl["drags"], photo, loop))
+        starts = ctl["plan"][2]
+        if len(starts) > 1:
+            joins = [s0 + options.window_overlap for s0 in starts[1:]]  # step j -> j + 1 enters a new window
+            at = [j * options.slow_motion for j in joins if j * options.slow_motion < len(frames) - 1]
+            metrics.update(
+                windows=len(starts),
+                join_frames=controls.join_ratio(frames, at),
+                join_fields=controls.join_ratio(played_px, at),
+            )
+        return metrics
 
     # ------------------------------------------------------------------ controls
     def _controls(self, options: AnimationOptions, photo: tuple[int, int], grid: tuple[int, int], k: int, loop: bool):

@@ -417,8 +417,15 @@ def read_state_dict(path: str | Path, what: str, source: str, mmap: bool = False
 
 
 def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str, show: int = 5) -> None:
-    """Raise a :class:`CheckpointError` naming the first missing, unexpected or mis-shaped keys."""
+    """Raise a :class:`CheckpointError` naming the first missing, unexpected or mis-shaped keys.
+
+    Keys that a submodule renames on loading (a ``rename_legacy_keys(state, prefix)`` method, as
+    :class:`lvmm.nets.layers.ResBlock` has for older checkpoints) are compared under their new names."""
     own = module.state_dict()
+    state = dict(state)
+    for name, sub in module.named_modules():
+        if hasattr(sub, "rename_legacy_keys"):
+            sub.rename_legacy_keys(state, f"{name}." if name else "")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [

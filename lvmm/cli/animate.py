@@ -21,26 +21,9 @@ import argparse
 import json
 from pathlib import Path
 
+from lvmm.cli import load_pipeline, seeds_argument
 from lvmm.diffusion.schedules import SAMPLERS
 from lvmm.media import DEFAULT_CRF
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-3' -> [0, 1, 2, 3]; '1,5,7' -> [1, 5, 7]; '4' -> [4]."""
-    seeds = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part[1:]:
-            lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-            lo, hi = int(lo), int(hi)
-            if hi < lo:
-                raise argparse.ArgumentTypeError(f"empty seed range {part!r}")
-            seeds += list(range(lo, hi + 1))
-        elif part:
-            seeds.append(int(part))
-    if not seeds:
-        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
-    return seeds
 
 
 def list_images(path: Path) -> list[Path]:
@@ -136,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep what loop guidance leaves of D(z_K) - D(z_1) instead of spreading it over the clip",
     )
-    p.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-3 or 1,5,7; one generator per seed")
+    p.add_argument("--seeds", type=seeds_argument, default=[0], help="e.g. 0-3 or 1,5,7; one generator per seed")
     p.add_argument("--slow-motion", type=int, default=1, help="N: N - 1 interpolated fields between neighbours")
     p.add_argument("--size", type=int, default=None, help="working short side (default: the training size)")
     p.add_argument(
@@ -177,38 +160,38 @@ def flow_video(fields):
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Animate every image once per seed, write the outputs, print a line a clip; the rows of ``animate.json``."""
     args = build_parser().parse_args(argv)
-    import numpy as np
-
-    from lvmm.animation import LOOP_GUIDANCE_START, AnimationError
-    from lvmm.checkpoint import CheckpointError
-    from lvmm.controls import options_from_args
-    from lvmm.media import MediaError, read_image, write_video
-    from lvmm.pipeline import DTYPES, LVMMPipeline
-
     images = list_images(args.image)
+    stems = check_outputs(args, images)
+    pipe = load_pipeline(args)
+    options = sampling_options(args)
+    rows = []
+    for path in images:
+        for result in animate_image(pipe, path, args, options):
+            rows.append(write_result(result, path, stems[path], args))
+            print(summary_line(result, rows[-1]))
+    (args.out / "animate.json").write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def check_outputs(args: argparse.Namespace, images: list[Path]) -> dict[Path, str]:
+    """The output name of each image, once every output of every seed is known to be writable."""
     if len(set(args.format)) != len(args.format):
         raise SystemExit(f"error: --format lists a format twice: {args.format}")
     stems = output_stems(images)
     for path in images:
         for seed in args.seeds:
             check_targets(output_targets(args.out, stems[path], seed, args.format))
-    dtype = DTYPES[args.dtype] if args.dtype else None
-    try:
-        if args.model:
-            pipe = LVMMPipeline.from_pretrained(  # ok: a local package folder, never a hub
-                args.model, args.device, dtype, args.imagebind, args.imagebind_config
-            )
-        else:
-            pipe = LVMMPipeline.from_checkpoints(
-                args.ckpt, args.stage1_ckpt, args.imagebind, args.imagebind_config, args.device, dtype
-            )
-    except (
-        CheckpointError,
-        AnimationError,
-        ValueError,
-    ) as e:  # ValueError: an ImageBind config that cannot be honoured
-        raise SystemExit(f"error: {e}") from None
+    return stems
+
+
+def sampling_options(args: argparse.Namespace) -> dict:
+    """The keyword options of :class:`lvmm.pipeline.LVMMPipeline` that the command line sets."""
+    from lvmm.animation import LOOP_GUIDANCE_START
+    from lvmm.controls import options_from_args
+    from lvmm.media import MediaError
+
     options = dict(
         sampler=args.sampler,
         steps=args.steps,
@@ -228,57 +211,70 @@ def main(argv: list[str] | None = None) -> list[dict]:
         options.update(options_from_args(args))
     except (MediaError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    rows = []
-    for path in images:
-        try:
-            image = read_image(path)
-            results = pipe(
-                image,
-                args.prompt,
-                args.audio,
-                args.cond_image,
-                seeds=args.seeds,
-                num_frames=args.num_frames,
-                batch_size=args.batch_size,
-                progress=True,
-                **options,
-            ).animations
-        except (MediaError, AnimationError) as e:
-            raise SystemExit(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}") from None
-        for r in results:
-            stem = args.out / f"{stems[path]}_seed{r.seed}"
-            outputs = []
-            for fmt, target in output_targets(args.out, stems[path], r.seed, args.format).items():
-                outputs.append(str(write_video(target, r.frames, args.fps, args.crf, fmt=fmt)))
-            if args.save_flow:
-                flow_path = stem.parent / f"{stem.name}_flow.npy"
-                flow_path.parent.mkdir(parents=True, exist_ok=True)
-                np.save(flow_path, r.fields.numpy().astype(np.float32), allow_pickle=False)
-                outputs += [
-                    str(flow_path),
-                    str(write_video(stem.parent / f"{stem.name}_flow.mp4", flow_video(r.fields), args.fps)),
-                ]
-            m = {k: round(v, 4) for k, v in r.metrics.items()}
-            row = {
-                "image": str(path),
-                "seed": r.seed,
-                "frames": int(r.frames.shape[0]),
-                "size": list(r.frames.shape[1:3]),
-                "working_size": list(r.working_size),
-                "loop": r.loop,
-                **m,
-                "outputs": outputs,
-            }
-            rows.append(row)
-            pop = f", pop {m['pop_frames']:.2f}" if "pop_frames" in m else ""
-            print(
-                f"[animate] {path.name} seed {r.seed}: {row['frames']} frames of "
-                f"{r.frames.shape[2]}x{r.frames.shape[1]} "
-                f"(motion at {r.working_size[1]}x{r.working_size[0]}), wrap ratio fields {m['wrap_field']:.2f} "
-                f"frames {m['wrap_frames']:.2f}{pop} -> {', '.join(outputs)}"
-            )
-    (args.out / "animate.json").write_text(json.dumps(rows, indent=2))
-    return rows
+    return options
+
+
+def animate_image(pipe, path: Path, args: argparse.Namespace, options: dict) -> list:
+    """The :class:`lvmm.animation.Animation` of each seed for one image; a refusal exits naming the image."""
+    from lvmm.animation import AnimationError
+    from lvmm.media import MediaError, read_image
+
+    try:
+        return pipe(
+            read_image(path),
+            args.prompt,
+            args.audio,
+            args.cond_image,
+            seeds=args.seeds,
+            num_frames=args.num_frames,
+            batch_size=args.batch_size,
+            progress=True,
+            **options,
+        ).animations
+    except (MediaError, AnimationError) as e:
+        raise SystemExit(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}") from None
+
+
+def write_result(result, path: Path, name: str, args: argparse.Namespace) -> dict:
+    """Write one clip in every ``--format`` (and its fields with ``--save-flow``); its row of ``animate.json``."""
+    import numpy as np
+
+    from lvmm.media import write_video
+
+    outputs = [
+        str(write_video(target, result.frames, args.fps, args.crf, fmt=fmt))
+        for fmt, target in output_targets(args.out, name, result.seed, args.format).items()
+    ]
+    if args.save_flow:
+        stem = args.out / f"{name}_seed{result.seed}"
+        flow_path = stem.parent / f"{stem.name}_flow.npy"
+        flow_path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(flow_path, result.fields.numpy().astype(np.float32), allow_pickle=False)
+        outputs += [
+            str(flow_path),
+            str(write_video(stem.parent / f"{stem.name}_flow.mp4", flow_video(result.fields), args.fps)),
+        ]
+    return {
+        "image": str(path),
+        "seed": result.seed,
+        "frames": int(result.frames.shape[0]),
+        "size": list(result.frames.shape[1:3]),
+        "working_size": list(result.working_size),
+        "loop": result.loop,
+        **{k: round(v, 4) for k, v in result.metrics.items()},
+        "outputs": outputs,
+    }
+
+
+def summary_line(result, row: dict) -> str:
+    """One clip in a line: sizes, wrap ratios (and pop ratio) and where it went."""
+    pop = f", pop {row['pop_frames']:.2f}" if "pop_frames" in row else ""
+    return (
+        f"[animate] {Path(row['image']).name} seed {result.seed}: {row['frames']} frames of "
+        f"{result.frames.shape[2]}x{result.frames.shape[1]} "
+        f"(motion at {result.working_size[1]}x{result.working_size[0]}), wrap ratio fields {row['wrap_field']:.2f} "
+        f"frames {row['wrap_frames']:.2f}{pop} -> {', '.join(row['outputs'])}"
+    )
 
 
 def run() -> None:

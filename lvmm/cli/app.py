@@ -76,51 +76,129 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
     """The Gradio Blocks of the page around an :class:`lvmm.pipeline.LVMMPipeline` (seeds in groups of
     ``batch_size``)."""
     import gradio as gr
-    import numpy as np
-
-    from lvmm.animation import AnimationError
-    from lvmm.cli.animate import flow_video, parse_seeds
-    from lvmm.media import MediaError, read_image, write_video
 
     out_root = Path(out_dir or tempfile.mkdtemp(prefix="lvmm-app-"))
     max_frames = int(pipe.animator.extra.get("max_frames") or pipe.animator.extra["num_frames"])
-    default_k = int(pipe.animator.extra["num_frames"])
-
-    def on_photo(path):
-        if not path:
-            return None, None, None, [], None, ""
-        try:
-            image = read_image(path)
-            if min(image.shape[:2]) < 32:
-                raise MediaError(
-                    f"{Path(path).name}: the photo is {image.shape[1]}x{image.shape[0]}; both sides must be at least "
-                    "32 pixels"
-                )
-        except MediaError as e:
-            return None, None, None, [], None, f"**Cannot use this upload.** {_short(e, path)}"
-        editor = {"background": image, "layers": [], "composite": image}
-        return editor, draw_arrows(image, []), image, [], None, f"Photo {image.shape[1]}x{image.shape[0]} loaded."
-
-    def on_click(image, drags, pending, evt: gr.SelectData):
-        if image is None:
-            return None, drags, None, "Upload a photo first."
-        x, y = (float(v) for v in evt.index[:2])
-        if pending is None:
-            return (
-                draw_arrows(image, drags, (x, y)),
-                drags,
-                (x, y),
-                f"Arrow start at ({x:.0f}, {y:.0f}); click its end.",
-            )
-        if len(drags) >= MAX_DRAGS:
-            return draw_arrows(image, drags), drags, None, f"At most {MAX_DRAGS} arrows."
-        drags = drags + [(tuple(pending), (x, y))]
-        return draw_arrows(image, drags), drags, None, f"{len(drags)} arrow(s)."
-
+    generate = generate_handler(pipe, out_root, batch_size, max_frames)
     on_click.__annotations__["evt"] = gr.SelectData  # Gradio finds the event by its type (annotations are strings here)
+    with gr.Blocks(title="LVMM: bring a photo to life") as app:
+        gr.Markdown(
+            "# LVMM: bring a photo to life\nUpload a photo, paint the region that may move (optional), "
+            "add drag arrows (optional), and press **Generate**."
+        )
+        image, drags, pending = gr.State(None), gr.State([]), gr.State(None)
+        page = page_layout(int(pipe.animator.extra["num_frames"]))
+        photo, editor, arrows, status = page["photo"], page["editor"], page["arrows"], page["status"]
+        photo.change(on_photo, [photo], [editor, arrows, image, drags, pending, status])
+        arrows.select(on_click, [image, drags, pending], [arrows, drags, pending, status])
+        page["clear"].click(on_clear, [image], [arrows, drags, pending, status])
+        settings = ("prompt", "audio", "mode", "strength", "seeds", "steps", "sampler", "duration", "fps")
+        page["go"].click(
+            generate,
+            [image, editor, drags, *(page[name] for name in settings)],
+            [page["video"], page["flow"], page["downloads"], status],
+        )
+    return app
 
-    def on_clear(image):
-        return (draw_arrows(image, []) if image is not None else None), [], None, "Arrows cleared."
+
+def page_layout(default_k: int) -> dict:
+    """The page's inputs and outputs by name, laid out (below the title) inside the current ``gr.Blocks``."""
+    import gradio as gr
+
+    c = {}
+    with gr.Row():
+        with gr.Column():
+            c["photo"] = gr.File(label="Photo", file_types=None, type="filepath", elem_id="photo-upload")
+            c["editor"] = gr.ImageEditor(
+                label="Region brush: paint where the picture may move (nothing painted: everywhere)",
+                type="numpy",
+                sources=(),
+                brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"),
+                transforms=(),
+                layers=False,
+                elem_id="brush",
+            )
+            c["arrows"] = gr.Image(
+                label="Drag arrows: click a start point, then an end point",
+                type="numpy",
+                interactive=False,
+                height=260,
+                elem_id="arrows",
+            )
+            c["clear"] = gr.Button("Clear arrows", size="sm")
+        with gr.Column():
+            c["prompt"] = gr.Textbox(label="Text prompt (optional)", elem_id="prompt")
+            c["audio"] = gr.File(label="Audio file (optional)", type="filepath", elem_id="audio-upload")
+            c["mode"] = gr.Radio(list(MODES), value=MODES[0], label="Mode", elem_id="mode")
+            c["strength"] = gr.Slider(0, 3, value=1.0, step=0.05, label="Motion strength (scales the displacement)")
+            c["seeds"] = gr.Textbox(value="0", label="Seeds (e.g. 0-3 or 1,5,7)", elem_id="seeds")
+            with gr.Row():
+                c["steps"] = gr.Slider(2, 100, value=25, step=1, label="Steps", elem_id="steps")
+                c["sampler"] = gr.Dropdown(["ddim", "dpmsolver++", "ddpm"], value="ddim", label="Sampler")
+            with gr.Row():
+                c["fps"] = gr.Number(value=8, minimum=1, maximum=60, label="fps", elem_id="fps")
+                c["duration"] = gr.Number(
+                    value=round((default_k + 1) / 8, 3), minimum=0.1, label="Duration (s)", elem_id="duration"
+                )
+            c["go"] = gr.Button("Generate", variant="primary", elem_id="generate")
+            c["status"] = gr.Markdown("", elem_id="status")
+    with gr.Row():
+        c["video"] = gr.Video(label="Animation", elem_id="video", autoplay=True, loop=True)
+        c["flow"] = gr.Video(label="Motion (flow colours)", elem_id="flow", autoplay=True, loop=True)
+    c["downloads"] = gr.File(label="Downloads: mp4, gif, fields (.npy)", file_count="multiple", elem_id="downloads")
+    return c
+
+
+def on_photo(path):
+    """A new upload: the brush editor, the arrow canvas and the photo (or a message why it cannot be used)."""
+    from lvmm.media import MediaError, read_image
+
+    if not path:
+        return None, None, None, [], None, ""
+    try:
+        image = read_image(path)
+        if min(image.shape[:2]) < 32:
+            raise MediaError(
+                f"{Path(path).name}: the photo is {image.shape[1]}x{image.shape[0]}; both sides must be at least "
+                "32 pixels"
+            )
+    except MediaError as e:
+        return None, None, None, [], None, f"**Cannot use this upload.** {_short(e, path)}"
+    editor = {"background": image, "layers": [], "composite": image}
+    return editor, draw_arrows(image, []), image, [], None, f"Photo {image.shape[1]}x{image.shape[0]} loaded."
+
+
+def on_click(image, drags, pending, evt):
+    """A click on the arrow canvas: the start of an arrow, or the end of the pending one (``evt``: the
+    ``gr.SelectData`` of the click; :func:`build_app` annotates it so, as Gradio needs)."""
+    if image is None:
+        return None, drags, None, "Upload a photo first."
+    x, y = (float(v) for v in evt.index[:2])
+    if pending is None:
+        return (
+            draw_arrows(image, drags, (x, y)),
+            drags,
+            (x, y),
+            f"Arrow start at ({x:.0f}, {y:.0f}); click its end.",
+        )
+    if len(drags) >= MAX_DRAGS:
+        return draw_arrows(image, drags), drags, None, f"At most {MAX_DRAGS} arrows."
+    drags = drags + [(tuple(pending), (x, y))]
+    return draw_arrows(image, drags), drags, None, f"{len(drags)} arrow(s)."
+
+
+def on_clear(image):
+    """Drop every arrow."""
+    return (draw_arrows(image, []) if image is not None else None), [], None, "Arrows cleared."
+
+
+def generate_handler(pipe, out_root: Path, batch_size: int | None, max_frames: int):
+    """The Generate button's handler: animate with the page's settings, write the downloads under ``out_root``."""
+    import gradio as gr
+
+    from lvmm.animation import AnimationError
+    from lvmm.cli import parse_int_list
+    from lvmm.media import MediaError
 
     def generate(
         image,
@@ -142,7 +220,7 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
                 raise ValueError("upload a photo first")
             loop = mode == MODES[1]
             k = frame_plan(duration, fps, loop, max_frames)
-            seeds = parse_seeds(str(seeds_text))
+            seeds = parse_int_list(str(seeds_text))
             prompt = (prompt or "").strip() or None
             if prompt and audio:
                 raise ValueError("give a text prompt or an audio file, not both")
@@ -165,84 +243,46 @@ def build_app(pipe, out_dir: str | Path | None = None, batch_size: int | None = 
             )
         except (MediaError, AnimationError, ValueError, OSError) as e:
             return None, None, None, f"**Cannot animate.** {_short(e, audio)}"
-        folder = Path(tempfile.mkdtemp(dir=out_root))
-        files = []
-        for seed, frames in zip(result.seeds, result.frames):
-            files.append(write_video(folder / f"lvmm_seed{seed}.mp4", frames, float(fps)))
-            files.append(write_video(folder / f"lvmm_seed{seed}.gif", frames, float(fps)))
-        fields = np.stack([f.numpy().astype(np.float32) for f in result.fields])  # (S, T, 3, h, w)
-        np.save(folder / "fields.npy", fields, allow_pickle=False)
-        files.append(folder / "fields.npy")
-        flow = flow_video(result.fields[0])  # (T, h, w, 3)
-        h, w = image.shape[:2]
-        flow = np.repeat(np.repeat(flow, -(-h // flow.shape[1]), 1), -(-w // flow.shape[2]), 2)[:, :h, :w]
-        preview = write_video(folder / f"flow_seed{result.seeds[0]}.mp4", np.ascontiguousarray(flow), float(fps))
-        what = [f"{len(result.seeds)} seed(s), {result.frames[0].shape[0]} frames of {w}x{h}"]
-        if mask is not None:
-            what.append(f"region brush covers {100 * mask.mean():.0f} % of the photo")
-        if drags:
-            what.append(f"{len(drags)} drag arrow(s)")
-        metrics = result.animations[0].metrics
-        if loop and "wrap_frames" in metrics:
-            what.append(f"wrap ratio (frames) {metrics['wrap_frames']:.2f}")
-        return str(files[0]), str(preview), [str(f) for f in files], "Done: " + "; ".join(what) + "."
+        files, preview = write_downloads(result, image.shape[:2], Path(tempfile.mkdtemp(dir=out_root)), float(fps))
+        return str(files[0]), str(preview), [str(f) for f in files], done_message(result, image, mask, drags, loop)
 
-    with gr.Blocks(title="LVMM: bring a photo to life") as app:
-        gr.Markdown(
-            "# LVMM: bring a photo to life\nUpload a photo, paint the region that may move (optional), "
-            "add drag arrows (optional), and press **Generate**."
-        )
-        image_state, drags_state, pending_state = gr.State(None), gr.State([]), gr.State(None)
-        with gr.Row():
-            with gr.Column():
-                photo = gr.File(label="Photo", file_types=None, type="filepath", elem_id="photo-upload")
-                editor = gr.ImageEditor(
-                    label="Region brush: paint where the picture may move (nothing painted: everywhere)",
-                    type="numpy",
-                    sources=(),
-                    brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"),
-                    transforms=(),
-                    layers=False,
-                    elem_id="brush",
-                )
-                arrows = gr.Image(
-                    label="Drag arrows: click a start point, then an end point",
-                    type="numpy",
-                    interactive=False,
-                    height=260,
-                    elem_id="arrows",
-                )
-                clear = gr.Button("Clear arrows", size="sm")
-            with gr.Column():
-                prompt = gr.Textbox(label="Text prompt (optional)", elem_id="prompt")
-                audio = gr.File(label="Audio file (optional)", type="filepath", elem_id="audio-upload")
-                mode = gr.Radio(list(MODES), value=MODES[0], label="Mode", elem_id="mode")
-                strength = gr.Slider(0, 3, value=1.0, step=0.05, label="Motion strength (scales the displacement)")
-                seeds = gr.Textbox(value="0", label="Seeds (e.g. 0-3 or 1,5,7)", elem_id="seeds")
-                with gr.Row():
-                    steps = gr.Slider(2, 100, value=25, step=1, label="Steps", elem_id="steps")
-                    sampler = gr.Dropdown(["ddim", "dpmsolver++", "ddpm"], value="ddim", label="Sampler")
-                with gr.Row():
-                    fps = gr.Number(value=8, minimum=1, maximum=60, label="fps", elem_id="fps")
-                    duration = gr.Number(
-                        value=round((default_k + 1) / 8, 3), minimum=0.1, label="Duration (s)", elem_id="duration"
-                    )
-                go = gr.Button("Generate", variant="primary", elem_id="generate")
-                status = gr.Markdown("", elem_id="status")
-        with gr.Row():
-            video = gr.Video(label="Animation", elem_id="video", autoplay=True, loop=True)
-            flow = gr.Video(label="Motion (flow colours)", elem_id="flow", autoplay=True, loop=True)
-        downloads = gr.File(label="Downloads: mp4, gif, fields (.npy)", file_count="multiple", elem_id="downloads")
+    return generate
 
-        photo.change(on_photo, [photo], [editor, arrows, image_state, drags_state, pending_state, status])
-        arrows.select(on_click, [image_state, drags_state, pending_state], [arrows, drags_state, pending_state, status])
-        clear.click(on_clear, [image_state], [arrows, drags_state, pending_state, status])
-        go.click(
-            generate,
-            [image_state, editor, drags_state, prompt, audio, mode, strength, seeds, steps, sampler, duration, fps],
-            [video, flow, downloads, status],
-        )
-    return app
+
+def write_downloads(result, size: tuple[int, int], folder: Path, fps: float) -> tuple[list[Path], Path]:
+    """Each seed's mp4 and gif and all the fields (.npy) in ``folder``; and a flow-colour preview of the first
+    seed's motion at the photo's ``size`` (H, W)."""
+    import numpy as np
+
+    from lvmm.cli.animate import flow_video
+    from lvmm.media import write_video
+
+    files = []
+    for seed, frames in zip(result.seeds, result.frames):
+        files.append(write_video(folder / f"lvmm_seed{seed}.mp4", frames, fps))
+        files.append(write_video(folder / f"lvmm_seed{seed}.gif", frames, fps))
+    fields = np.stack([f.numpy().astype(np.float32) for f in result.fields])  # (S, T, 3, h, w)
+    np.save(folder / "fields.npy", fields, allow_pickle=False)
+    files.append(folder / "fields.npy")
+    flow = flow_video(result.fields[0])  # (T, h, w, 3)
+    h, w = size
+    flow = np.repeat(np.repeat(flow, -(-h // flow.shape[1]), 1), -(-w // flow.shape[2]), 2)[:, :h, :w]
+    preview = write_video(folder / f"flow_seed{result.seeds[0]}.mp4", np.ascontiguousarray(flow), fps)
+    return files, preview
+
+
+def done_message(result, image, mask, drags, loop: bool) -> str:
+    """The status line after a generation: what was made, with which controls, and the loop's wrap ratio."""
+    h, w = image.shape[:2]
+    what = [f"{len(result.seeds)} seed(s), {result.frames[0].shape[0]} frames of {w}x{h}"]
+    if mask is not None:
+        what.append(f"region brush covers {100 * mask.mean():.0f} % of the photo")
+    if drags:
+        what.append(f"{len(drags)} drag arrow(s)")
+    metrics = result.animations[0].metrics
+    if loop and "wrap_frames" in metrics:
+        what.append(f"wrap ratio (frames) {metrics['wrap_frames']:.2f}")
+    return "Done: " + "; ".join(what) + "."
 
 
 def _short(error: Exception, path=None) -> str:
@@ -272,19 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from lvmm.animation import AnimationError
-    from lvmm.checkpoint import CheckpointError
-    from lvmm.pipeline import LVMMPipeline
+    from lvmm.cli import load_pipeline
 
-    try:
-        if args.model:
-            pipe = LVMMPipeline.from_pretrained(  # ok: a local package folder, never a hub
-                args.model, args.device, imagebind=args.imagebind
-            )
-        else:
-            pipe = LVMMPipeline.from_checkpoints(args.ckpt, args.stage1_ckpt, args.imagebind, device=args.device)
-    except (CheckpointError, AnimationError) as e:
-        raise SystemExit(f"error: {e}") from None
+    pipe = load_pipeline(args)
     app = build_app(pipe, batch_size=args.batch_size)
     _patient_start_check()
     print(f"[app] serving on http://{args.host}:{args.port}", flush=True)

@@ -77,18 +77,11 @@ class EvaluationError(RuntimeError):
     """An input was refused; the message says which and why."""
 
 
-def parse_int_list(text: str | int | None) -> list[int] | None:
-    """The seeds option (:func:`lvmm.cli.parse_int_list`), refused as an :class:`EvaluationError`."""
+def parse_option(parse, text: str | int | None):
+    """An option read by one of :mod:`lvmm.cli`'s readers (``parse_size``, ``parse_int_list``), refused as an
+    :class:`EvaluationError`."""
     try:
-        return cli.parse_int_list(text)
-    except ValueError as e:
-        raise EvaluationError(str(e)) from None
-
-
-def parse_size(text: str | int | None) -> tuple[int, int] | None:
-    """The size option (:func:`lvmm.cli.parse_size`), refused as an :class:`EvaluationError`."""
-    try:
-        return cli.parse_size(text)
+        return parse(text)
     except ValueError as e:
         raise EvaluationError(str(e)) from None
 
@@ -283,7 +276,7 @@ def resolve_protocol(args: argparse.Namespace) -> Protocol:
         protocol = get_protocol(args.protocol)
     except ValueError as e:
         raise EvaluationError(str(e)) from e
-    size = parse_size(args.size)
+    size = parse_option(cli.parse_size, args.size)
     return protocol.replace(
         height=size and size[0],
         width=size and size[1],
@@ -454,7 +447,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         )
     results.update(pairs.means())
 
-    seeds = parse_int_list(args.seeds)
+    seeds = parse_option(cli.parse_int_list, args.seeds)
     named_seeds = sorted({v.seed for v in generated if v.seed is not None})
     report = {
         "protocol": protocol.as_dict(),

@@ -19,14 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from lvmm.nets import layers
-
-UNET_NORM_EPS = 1e-6  # as latent-diffusion U-Nets; the stage-one networks keep PyTorch's 1e-5
-
-
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    """:func:`lvmm.nets.layers.group_norm` with the U-Net's epsilon (1e-6)."""
-    return layers.group_norm(channels, groups, eps=UNET_NORM_EPS)
+from lvmm.nets.layers import UNET_NORM_EPS, group_norm
 
 
 class MultiHeadAttention(nn.Module):
@@ -62,7 +55,7 @@ class SpatialAttention(nn.Module):
 
     def __init__(self, channels: int, heads: int, head_dim: int, groups: int = 32):
         super().__init__()
-        self.norm = group_norm(channels, groups)
+        self.norm = group_norm(channels, groups, UNET_NORM_EPS)
         self.attn = MultiHeadAttention(channels, heads, head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +70,7 @@ class CrossAttention(nn.Module):
 
     def __init__(self, channels: int, context_dim: int, heads: int, head_dim: int, groups: int = 32):
         super().__init__()
-        self.norm = group_norm(channels, groups)
+        self.norm = group_norm(channels, groups, UNET_NORM_EPS)
         self.attn = MultiHeadAttention(channels, heads, head_dim, context_dim=context_dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -109,7 +102,7 @@ class TemporalAttention(nn.Module):
 
     def __init__(self, channels: int, heads: int, head_dim: int, max_distance: int, groups: int = 32):
         super().__init__()
-        self.norm = group_norm(channels, groups)
+        self.norm = group_norm(channels, groups, UNET_NORM_EPS)
         self.attn = MultiHeadAttention(channels, heads, head_dim)
         self.relative_bias = RelativePositionBias(heads, max_distance)
 

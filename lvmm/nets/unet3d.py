@@ -40,7 +40,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lvmm.checkpoint import Configurable
-from lvmm.nets.attention import CrossAttention, SpatialAttention, TemporalAttention, group_norm
+from lvmm.nets.attention import CrossAttention, SpatialAttention, TemporalAttention
+from lvmm.nets.layers import UNET_NORM_EPS, ResBlock, group_norm, per_frame
 
 AMPLITUDE_FEATURE_SCALE = 100.0  # log1p(px) -> the sinusoids' "timestep" (0-10 px spans 0-240)
 TIME_EMBED_MULT = 4  # width of the timestep embedding relative to model_channels (as in DDPM/ADM)
@@ -54,36 +55,6 @@ def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     angles = t.float()[:, None] * freqs[None]
     feats = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
     return F.pad(feats, (0, dim % 2))
-
-
-def per_frame(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply a 2-D layer to every frame of ``(B, C, T, H, W)``."""
-    b = x.shape[0]
-    y = layer(rearrange(x, "b c t h w -> (b t) c h w"))
-    return rearrange(y, "(b t) c h w -> b c t h w", b=b)
-
-
-class ResBlock(nn.Module):
-    """Residual block of per-frame 3x3 convolutions, modulated (scale and shift) by the embedding."""
-
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float, groups: int):
-        super().__init__()
-        self.norm1 = group_norm(in_channels, groups)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * out_channels)
-        self.norm2 = group_norm(out_channels, groups)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)  # the block starts as its skip path
-        nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = per_frame(self.conv1, F.silu(self.norm1(x)))  # (B, Co, T, H, W)
-        scale, shift = rearrange(self.emb(F.silu(emb)), "b (two c) -> two b c 1 1 1", two=2)
-        h = self.norm2(h) * (1 + scale) + shift
-        h = per_frame(self.conv2, self.dropout(F.silu(h)))
-        return per_frame(self.skip, x) + h
 
 
 class SpaceTimeLayer(nn.Module):
@@ -103,7 +74,16 @@ class SpaceTimeLayer(nn.Module):
     ):
         super().__init__()
         heads = max(1, out_channels // head_dim)
-        self.res = ResBlock(in_channels, out_channels, emb_dim, dropout, groups)
+        # a residual block modulated (scale and shift) by the embedding, starting as its skip path
+        self.res = ResBlock(
+            in_channels,
+            out_channels,
+            emb_dim=emb_dim,
+            dropout=dropout,
+            groups=groups,
+            eps=UNET_NORM_EPS,
+            zero_init=True,
+        )
         self.spatial = SpatialAttention(out_channels, heads, head_dim, groups) if attention else None
         self.cross = CrossAttention(out_channels, context_dim, heads, head_dim, groups) if attention else None
         self.temporal = TemporalAttention(out_channels, heads, head_dim, max_frames - 1, groups)
@@ -262,7 +242,7 @@ class UNet3D(Configurable, nn.Module):
                 ch = out
             self.up_layers.append(stage)
 
-        self.norm_out = group_norm(ch, groups)
+        self.norm_out = group_norm(ch, groups, UNET_NORM_EPS)
         self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # start from a zero prediction, the mean of every target type
         nn.init.zeros_(self.conv_out.bias)
