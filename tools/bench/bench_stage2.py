@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Stage-two training throughput (clips/s), peak memory and model FLOPs per clip.
 
-Configurations: ``tiny`` (4 x 8 x 8 latents, K = 8) and ``128`` (16 x 16 latents, 40 frames, the
-MUG/MHAD/NATOPS U-Net) on CPU; ``512`` (16 x 16 latents, K = 8, the paper's U-Net) in bf16 on a GPU
-when one is available. A training step is forward, backward and AdamW on a synthetic batch. FLOPs
-are counted with ``torch.utils.flop_counter.FlopCounterMode`` for one clip's forward + backward, so
-utilisation = achieved FLOP/s / the baseline: a dense matmul's FLOP/s measured in the same run on
-the same device and dtype.
+Configurations, their shapes derived from the named configs (``common.shapes``: frame size of stage
+one's data, latent size = frame / (field_downsample x VAE reduction), K = stage two's ``num_frames``):
+``tiny`` (configs tiny + tiny: 4 x 8 x 8 latents, K = 8) and ``128`` (mug + mug_128: 4 x 8 x 8
+latents, K = 39, the MUG/MHAD/NATOPS U-Net) on CPU; ``512`` (general512 + general_512: 4 x 16 x 16,
+K = 8, the paper's U-Net) in bf16 on a GPU when one is available. A training step is forward,
+backward and AdamW on a synthetic batch. FLOPs are counted with
+``torch.utils.flop_counter.FlopCounterMode`` for one clip's forward + backward, so utilisation =
+achieved FLOP/s / the baseline: a dense matmul's FLOP/s measured in the same run on the same device
+and dtype.
 
     python tools/bench/bench_stage2.py                 # tiny and 128 on CPU, 512 if a GPU is present
     python tools/bench/bench_stage2.py --configs tiny --steps 5
@@ -16,23 +19,25 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lvmm.checkpoint import build  # noqa: E402
-from lvmm.diffusion.schedules import Diffusion, DiffusionConfig  # noqa: E402
+from common import load_average, shapes
 
-# name: (config file, batch on CPU, batch on GPU, latent size, frames)
+from lvmm.checkpoint import build
+from lvmm.diffusion.schedules import Diffusion, DiffusionConfig
+
+# name: (stage-one config, stage-two config, batch on CPU, batch on GPU); shapes come from the configs
 CONFIGS = {
-    "tiny": ("tiny.yaml", 16, 64, 8, 8),
-    "128": ("mug_128.yaml", 1, 16, 16, 40),
-    "512": ("general_512.yaml", None, 5, 16, 8),
+    "tiny": ("tiny", "tiny", 16, 64),
+    "128": ("mug", "mug_128", 1, 16),
+    "512": ("general512", "general_512", None, 5),
 }
 MATMUL_SIZE = 2048
 
@@ -54,21 +59,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def make_batch(batch: int, frames: int, size: int, cond_dim: int, device) -> dict:
+def make_batch(batch: int, frames: int, size: tuple[int, int], cond_dim: int, device) -> dict:
     return {
-        "x0": torch.randn(batch, 4, frames, size, size, device=device),
-        "z0": torch.randn(batch, 4, size, size, device=device),
+        "x0": torch.randn(batch, 4, frames, *size, device=device),
+        "z0": torch.randn(batch, 4, *size, device=device),
         "tokens": torch.randn(batch, 2, cond_dim, device=device),
         "token_mask": torch.ones(batch, 2, dtype=torch.bool, device=device),
     }
 
 
 def bench(name: str, device: torch.device, steps: int) -> dict:
-    cfg_file, cpu_batch, gpu_batch, size, frames = CONFIGS[name]
+    stage1, stage2, cpu_batch, gpu_batch = CONFIGS[name]
+    s = shapes(stage1, stage2)
+    size, frames = s.latent, s.num_frames
     batch = gpu_batch if device.type == "cuda" else cpu_batch
-    unet = (
-        build(yaml.safe_load(open(ROOT / "configs/stage2" / cfg_file))["model"]["init_args"]["unet"]).to(device).train()
-    )
+    unet = build(s.unet).to(device).train()
     diffusion = Diffusion(DiffusionConfig())
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -113,7 +118,8 @@ def bench(name: str, device: torch.device, steps: int) -> dict:
         "device": device.type,
         "batch": batch,
         "frames": frames,
-        "latent": f"4x{size}x{size}",
+        "latent": f"4x{size[0]}x{size[1]}",
+        "shapes": s.describe(),
         "params_M": params / 1e6,
         "s_per_step": seconds,
         "clips_per_s": batch / seconds,
@@ -138,7 +144,7 @@ def main() -> None:
     if gpu is not None:
         baselines["cuda"] = matmul_flops_per_s(gpu, torch.bfloat16)
     print(
-        f"baseline dense matmul ({MATMUL_SIZE}^3): "
+        f"{load_average()}; baseline dense matmul ({MATMUL_SIZE}^3): "
         + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in baselines.items())
     )
     rows = []
@@ -150,6 +156,7 @@ def main() -> None:
         r = bench(name, device, args.steps)
         r["utilisation_vs_matmul"] = r["achieved_gflop_per_s"] * 1e9 / baselines[r["device"]]
         rows.append(r)
+        print(r["shapes"])
         print(
             f"{name:>5} [{r['device']}] {r['params_M']:.2f} M params, batch {r['batch']} x {r['frames']} frames "
             f"{r['latent']}: {r['s_per_step']:.3f} s/step, {r['clips_per_s']:.2f} clips/s, "
