@@ -31,6 +31,24 @@ def config_chain(path: str | os.PathLike, _seen: tuple = ()) -> list[tuple[Path,
     return chain + [(path, data)]
 
 
+def merge_configs(base: dict, over: dict) -> dict:
+    """``over`` merged over ``base``: mappings key by key (recursively), anything else replaced (as jsonargparse)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (
+            merge_configs(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def merged_config(path: str | os.PathLike) -> dict:
+    """The config at ``path`` with its ``__base__`` chain merged into one mapping (bases first)."""
+    out: dict = {}
+    for _, data in config_chain(path):
+        out = merge_configs(out, data)
+    return out
+
+
 def expand_config_args(args: list[str]) -> list[str]:
     """Replace ``--config FILE`` by one ``--config`` per file of its ``__base__`` chain (bases first).
 

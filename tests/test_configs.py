@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from lvmm.cli.train import CHECKPOINT_SUBDIR
-from lvmm.configs import config_chain
+from lvmm.configs import merged_config
 from tests.helpers import ROOT
 
 TRAIN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("stage*/*.yaml"))
@@ -30,20 +30,6 @@ CPU_TRAINER = [
     "--trainer.precision",
     "32-true",
 ]
-
-
-def merged(path: Path) -> dict:
-    """A config with its __base__ chain merged (dicts merged key by key, like jsonargparse)."""
-
-    def merge(a, b):
-        if isinstance(a, dict) and isinstance(b, dict):
-            return {**a, **{k: merge(a.get(k), v) if k in a else v for k, v in b.items()}}
-        return b
-
-    out: dict = {}
-    for _, data in config_chain(path):
-        out = merge(out, data)
-    return out
 
 
 def _cli(path: Path, *extra: str):
@@ -68,7 +54,7 @@ def _cli(path: Path, *extra: str):
 def test_config_instantiates(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # loggers may create folders under their save_dir
     cli = _cli(path)
-    cfg = merged(path)
+    cfg = merged_config(path)
     assert type(cli.model).__name__ in ("StageOne", "StageTwo")
     assert next(cli.model.parameters()).device.type == "meta"  # built without allocating the large models
     root = Path(cfg["trainer"]["default_root_dir"])
@@ -78,7 +64,7 @@ def test_config_instantiates(path, tmp_path, monkeypatch):
 
 
 def _ckpt(stage_config: str) -> str:
-    root = merged(ROOT / "configs" / stage_config)["trainer"]["default_root_dir"]
+    root = merged_config(ROOT / "configs" / stage_config)["trainer"]["default_root_dir"]
     return f"{root}/{CHECKPOINT_SUBDIR}/last.ckpt"
 
 
@@ -87,8 +73,8 @@ def test_benchmark_steps_chain(dataset):
     from lvmm.datasets.latent_encoding import output_name
     from lvmm.evaluation.protocols import get_protocol
 
-    s1 = merged(ROOT / f"configs/stage1/{dataset}.yaml")
-    s2 = merged(ROOT / f"configs/stage2/{dataset}_128.yaml")
+    s1 = merged_config(ROOT / f"configs/stage1/{dataset}.yaml")
+    s2 = merged_config(ROOT / f"configs/stage2/{dataset}_128.yaml")
     bench = yaml.safe_load((ROOT / f"configs/benchmark/{dataset}.yaml").read_text())
     enc, gen, ev = bench["encode"], bench["generate"], bench["evaluate"]
     # stage one -> encode_motion
@@ -119,8 +105,8 @@ def test_benchmark_steps_chain(dataset):
 
 @pytest.mark.parametrize("dataset", ["general", "facial"])
 def test_512_steps_chain(dataset):
-    s1 = merged(ROOT / f"configs/stage1/{dataset}512.yaml")
-    s2 = merged(ROOT / f"configs/stage2/{dataset}_512.yaml")
+    s1 = merged_config(ROOT / f"configs/stage1/{dataset}512.yaml")
+    s2 = merged_config(ROOT / f"configs/stage2/{dataset}_512.yaml")
     assert s2["model"]["init_args"]["motion_checkpoint"] == _ckpt(f"stage1/{dataset}512.yaml")
     assert s2["data"]["init_args"]["train_shards"] == f"outputs/{dataset}/latents/train/latent-*.tar"
     assert s1["data"]["init_args"]["train_shards"] == f"data/{dataset}/{dataset}-train-*.tar"
@@ -130,7 +116,7 @@ def test_512_steps_chain(dataset):
 
 
 def test_overlays_differ_from_each_other_only_where_datasets_do():
-    texts = {ds: merged(ROOT / f"configs/stage1/{ds}.yaml") for ds in BENCHMARKS}
+    texts = {ds: merged_config(ROOT / f"configs/stage1/{ds}.yaml") for ds in BENCHMARKS}
     assert texts["mug"]["model"] == texts["mhad"]["model"] == texts["natops"]["model"]
     for ds in BENCHMARKS:
         own = yaml.safe_load((ROOT / f"configs/stage2/{ds}_128.yaml").read_text())

@@ -19,16 +19,12 @@ and rendered onto a 1024x768 photo at its own resolution. Ratios are against the
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import build_animator, load_average, shapes, test_photo, timed
-
 from lvmm.animation import DEFAULT_GUIDANCE_SCALE, AnimationOptions
+from lvmm.evaluation.perf import build_animator, load_average, shapes, test_photo, timed
 
 FRAMES = 40  # as played: I_0 + 39 generated
 W = DEFAULT_GUIDANCE_SCALE

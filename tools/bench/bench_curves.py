@@ -14,17 +14,13 @@ resident set (CUDA allocator peak on a GPU). Prints one table per curve and save
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from bench_animation import options_for
-from common import build_animator, load_average, shapes, test_photo, timed
 
 from lvmm.animation import DEFAULT_GUIDANCE_SCALE
+from lvmm.evaluation.perf import build_animator, load_average, shapes, test_photo, timed
 
 SMALL = {"frames": [8, 16, 40], "sides": [128, 512, 1024], "batches": [1, 2]}
 FULL = {"frames": [8, 16, 40, 80, 160], "sides": [128, 256, 512, 1024, 2048], "batches": [1, 2, 4, 8]}

@@ -19,19 +19,14 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import load_average, shapes
-
 from lvmm.checkpoint import build
 from lvmm.diffusion.schedules import Diffusion, DiffusionConfig
+from lvmm.evaluation.perf import load_average, shapes
 
 # name: (stage-one config, stage-two config, batch on CPU, batch on GPU); shapes come from the configs
 CONFIGS = {

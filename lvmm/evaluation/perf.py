@@ -1,4 +1,5 @@
-"""What the benches share: shapes derived from the named configs, an in-process Animator, timing and memory.
+"""What the performance benches (``tools/bench/``) share: shapes from the named configs, an in-process
+Animator, timing and memory.
 
 Shapes are read from the configs users train with (``configs/stage1/*.yaml``, ``configs/stage2/*.yaml``,
 ``__base__`` chains merged), never typed in: the frame size from stage one's data section, the latent
@@ -19,26 +20,15 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from lvmm.configs import merged_config
 
-
-def merged(a: dict, b: dict) -> dict:
-    """``b`` merged over ``a`` (mappings recursively, anything else replaced), as jsonargparse merges configs."""
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+ROOT = Path(__file__).resolve().parents[2]  # the repository: config names resolve under its configs/
 
 
 def load_config(stage: str, name: str) -> dict:
-    """The config ``configs/<stage>/<name>.yaml`` with its ``__base__`` chain merged (bases first)."""
-    from lvmm.configs import config_chain
-
+    """The config ``configs/<stage>/<name>.yaml`` of the repository (or a path) with its ``__base__`` chain merged."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else ROOT / "configs" / stage / f"{name}.yaml"
-    out: dict = {}
-    for _, data in config_chain(path):
-        out = merged(out, data)
-    return out
+    return merged_config(path)
 
 
 @dataclass
