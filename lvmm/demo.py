@@ -442,5 +442,6 @@ def run_demo(out: Path, preset: str = "full", imagebind: str | None = None, reus
     outputs["model package"] = package
     for what, where in outputs.items():
         print(f"  {what:24s} {where}")
+    # ok: a local package folder, printed for the user
     print(f"[demo] load the model package with: LVMMPipeline.from_pretrained({str(package)!r})  (from lvmm.pipeline)")
     return {k: str(v) for k, v in outputs.items()}

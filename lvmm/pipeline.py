@@ -288,7 +288,7 @@ def model_card(config: Mapping, folder: Path) -> str:
         "",
         "```python",
         "from lvmm.pipeline import LVMMPipeline",
-        f'pipe = LVMMPipeline.from_pretrained("{folder.name}")',
+        f'pipe = LVMMPipeline.from_pretrained("{folder.name}")',  # ok: the package's own folder
         'frames = pipe("photo.jpg", seeds=[0]).frames[0]   # (T, H, W, 3) uint8',
         "```",
         "",

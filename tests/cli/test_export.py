@@ -44,7 +44,7 @@ def _copy(src, dst):
 def test_package_round_trip_is_exact(models):
     image = _image()
     from_ckpt = LVMMPipeline.from_checkpoints(models["stage2"], device="cpu")
-    from_pkg = LVMMPipeline.from_pretrained(models["package"], device="cpu")
+    from_pkg = LVMMPipeline.from_pretrained(models["package"], device="cpu")  # ok: a local package folder, no hub
     assert from_pkg.torch_dtype == torch.float32 == from_ckpt.torch_dtype
     a = from_ckpt(image, seeds=[3, 4], steps=STEPS, sampler="ddpm")
     b = from_pkg(image, seeds=[3, 4], steps=STEPS, sampler="ddpm")
@@ -106,7 +106,7 @@ def test_damaged_package_is_refused_naming_the_file(models, tmp_path, damage):
         _rewrite_checksums(folder)  # consistent checksums: only the version differs
         match = r"config\.json: package format version 99 \(written by LVMM 9\.9\.9\)"
     with pytest.raises(PackageError, match=match):
-        LVMMPipeline.from_pretrained(folder)
+        LVMMPipeline.from_pretrained(folder)  # ok: a local package folder, no hub
 
 
 def test_export_picks_ema_weights_drops_optimizer_and_casts(models, tmp_path):
@@ -153,11 +153,11 @@ def test_export_picks_ema_weights_drops_optimizer_and_casts(models, tmp_path):
     ).stat().st_size
     raw = read_stage(tmp_path / "stage2.ckpt", ["unet"], ema=False)
     assert raw.origin == "raw" and torch.equal(raw.state[key], state[key])
-    LVMMPipeline.from_pretrained(folder)  # a bf16 package loads (upcast into the float32 networks)
+    LVMMPipeline.from_pretrained(folder)  # ok: local folder; a bf16 package loads (upcast)
 
 
 def test_batch_size_groups_do_not_change_a_seed_and_callback_counts_steps(models):
-    pipe = LVMMPipeline.from_pretrained(models["package"])
+    pipe = LVMMPipeline.from_pretrained(models["package"])  # ok: a local package folder, no hub
     image = _image()
     calls = []
     grouped = pipe(
@@ -174,7 +174,7 @@ def test_batch_size_groups_do_not_change_a_seed_and_callback_counts_steps(models
 
 def test_bf16_autocast_runs_and_stays_close(models):
     image = _image()
-    ref = LVMMPipeline.from_pretrained(models["package"])(image, seeds=[0], steps=STEPS)
+    ref = LVMMPipeline.from_pretrained(models["package"])(image, seeds=[0], steps=STEPS)  # ok: local folder
     low = LVMMPipeline.from_pretrained(models["package"], torch_dtype=torch.bfloat16)(image, seeds=[0], steps=STEPS)
     assert low.frames[0].shape == ref.frames[0].shape and low.fields[0].dtype == torch.float32
     diff = np.abs(low.frames[0].astype(float) - ref.frames[0]).mean()
