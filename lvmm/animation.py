@@ -60,6 +60,15 @@ overshoots (measured on the demo model: mu = 300 from step 0 made the loop worse
 steps on, mu = 1e4 pulled z_K to z_1)."""
 
 
+DEFAULT_LOOP_GUIDANCE = 2e4
+"""mu of loop self-guidance when a loop is asked for without one (what suits the tiny demo model)."""
+
+DEFAULT_LOOP_RUSH = 0.002
+"""Weight of loop guidance's rush term (:class:`~lvmm.diffusion.LoopGuidance`). On the demo model (8
+loops of 2 held-out photos, DDIM-50), the pull alone (mu = 1e4) left a wrap 2.51x an ordinary step
+(fields; 1.68 in frames); mu = 2e4 with this weight gave 1.06 (0.89) and kept 0.92 of the motion,
+where 0.003 overshot into holds (0.67) and mu = 1e4 with 0.0025 kept only 0.80 (docs/design.md)."""
+
 DEFAULT_GUIDANCE_SCALE = 3.0
 """Classifier-free weight w of an animation unless one is asked for. Without guidance the demo model's
 samples move 0.63x as far as the held-out clips they start from (DDIM; 0.40x with stochastic DDIM,
@@ -98,6 +107,7 @@ class AnimationOptions:
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE  # classifier-free weight w (0: conditional only)
     loop_guidance: float = 0.0  # mu of loop self-guidance (0: off; a seamless loop needs > 0)
     loop_velocity: float = 0.0  # weight of the optional velocity term
+    loop_rush: float = DEFAULT_LOOP_RUSH  # weight of the rush term (a last step larger than the mean step)
     loop_schedule: tuple[float, float] = (LOOP_GUIDANCE_START, 1.0)  # fraction of the steps where it acts
     loop_closure: bool = True  # spread the remaining D(z_K) - D(z_1) over the clip (close_loop)
     slow_motion: int = 1  # N: insert N - 1 interpolated fields between neighbours
@@ -548,6 +558,7 @@ class Animator:
                     decode=self.motion.decode,
                     velocity_weight=options.loop_velocity,
                     schedule=StepSchedule(*options.loop_schedule),
+                    rush_weight=options.loop_rush,
                 )
             )
         relative = lambda z: self.motion.decode_motion(z, z0b)  # fields relative to the photo
@@ -555,7 +566,9 @@ class Animator:
         if ctl["grid_mask"] is not None and options.mask_guidance:
             terms.append(MaskGuidance(options.mask_guidance, ctl["grid_mask"], relative, schedule))
         if ctl["drags"] and options.drag_guidance:
-            path = ctl["drag_path"][first : first + length]
+            path = ctl["drag_path"][first : first + length]  # (<= length, J, 2)
+            if len(path) < length:  # the last window of a long clip runs past its end: hold the last point there
+                path = torch.cat([path, path[-1:].expand(length - len(path), *path.shape[1:])])
             terms.append(
                 DragGuidance(options.drag_guidance, ctl["drag_start"], path, ctl["drag_radius"], relative, schedule)
             )

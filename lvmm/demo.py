@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lvmm.animation import DEFAULT_LOOP_GUIDANCE
 from lvmm.stages.motion_encoding import DEFAULT_THRESHOLD
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: the steps run tools/*.py and read configs/ there
@@ -45,7 +46,7 @@ PRESETS = {
         stage1_steps=1000,
         stage2_steps=2500,
         sample_steps=50,
-        loop_guidance=1e4,
+        loop_guidance=DEFAULT_LOOP_GUIDANCE,
         report_clips=16,
         stage2_batch=16,
     ),
@@ -56,7 +57,7 @@ PRESETS = {
         stage1_steps=6,
         stage2_steps=6,
         sample_steps=4,
-        loop_guidance=1e4,
+        loop_guidance=DEFAULT_LOOP_GUIDANCE,
         report_clips=1,
         stage2_batch=4,
         threshold=1e9,

@@ -34,7 +34,14 @@ import numpy as np
 import torch
 
 import lvmm
-from lvmm.animation import LOOP_GUIDANCE_START, Animation, AnimationError, AnimationOptions, Animator
+from lvmm.animation import (
+    DEFAULT_LOOP_GUIDANCE,
+    LOOP_GUIDANCE_START,
+    Animation,
+    AnimationError,
+    AnimationOptions,
+    Animator,
+)
 from lvmm.checkpoint import CheckpointError, build, check_state_dict, file_sha256, load_checkpoint_dict
 from lvmm.media import atomic_write_bytes
 
@@ -754,8 +761,8 @@ class LVMMPipeline:
 
         Conditions: at most one of ``prompt`` (text), ``audio`` (a file) or ``cond_image``. ``options`` are
         :class:`~lvmm.animation.AnimationOptions` (``sampler``, ``steps``, ``eta``, ``guidance_scale``,
-        ``loop_guidance``, ``loop_velocity``, ``loop_schedule``, ``slow_motion``, ``chunk_size``, ``fit``,
-        ``size``); ``loop=True`` without a ``loop_guidance`` uses :data:`DEFAULT_LOOP_GUIDANCE`, and
+        ``loop_guidance``, ``loop_velocity``, ``loop_rush``, ``loop_schedule``, ``slow_motion``, ``chunk_size``,
+        ``fit``, ``size``); ``loop=True`` without a ``loop_guidance`` uses :data:`DEFAULT_LOOP_GUIDANCE`, and
         ``loop_start`` sets where it starts. ``guidance_scale`` is LVMM's classifier-free weight w:
         eps = (1 + w) eps(y) - w eps(null), i.e. diffusers' ``guidance_scale`` minus 1.
 
@@ -820,9 +827,6 @@ class LVMMPipeline:
             r.fields = r.fields.float()
         return LVMMPipelineOutput([r.frames for r in results], [r.fields for r in results], results, seeds)
 
-
-DEFAULT_LOOP_GUIDANCE = 1e4
-"""mu of loop self-guidance when a loop is asked for without one (what suits the tiny demo model)."""
 
 __all__ = [
     "LVMMPipeline",

@@ -292,6 +292,18 @@ def test_long_clips_windows_and_repeated_loops(animators):
     assert np.array_equal(long.frames[:5], short.frames)
     loop = an.animate(photo, [0], AnimationOptions(steps=2, loop_guidance=10.0, total_frames=10))[0]
     assert loop.frames.shape[0] == 10 and np.array_equal(loop.frames[3:6], loop.frames[:3])  # K - 1 = 3 per cycle
+    # a drag with a long clip: the last window runs past the clip's end, where drag guidance (on from 30 %
+    # of the steps) once failed on the path's length
+    dragged = an.animate(photo, [0], AnimationOptions(steps=4, total_frames=12, drags=["30,32,40,32"]))[0]
+    assert dragged.frames.shape[0] == 12 and dragged.metrics["drag_error_px"] < 0.5
+
+
+def test_a_clip_of_over_100_frames_in_windows(animators):
+    an, photo = animators["plain"], _photo()
+    clip = an.animate(photo, [0], AnimationOptions(steps=1, total_frames=101))[0]
+    assert clip.frames.shape == (101, H, W, 3) and clip.frames.dtype == np.uint8
+    assert np.array_equal(clip.frames[0], photo) and clip.metrics["windows"] == 49
+    assert np.isfinite(clip.metrics["join_frames"]) and not np.array_equal(clip.frames[-1], clip.frames[50])
 
 
 # --- combination through the tool -------------------------------------------------------------------

@@ -3,8 +3,8 @@
     python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --seeds 0-3 --out out/
     python tools/animate.py --model models/lvmm --image photo.jpg --seeds 0-15 --batch-size 4   # a model package
     python tools/animate.py --ckpt stage2.ckpt --image photos/ --prompt "the leaves sway gently" --format mp4 gif
-    python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --loop-guidance 1e4 --slow-motion 4 --save-flow
-    python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --mask brush.png --drag 40,30,52,30 --loop-guidance 1e4
+    python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --loop-guidance 2e4 --slow-motion 4 --save-flow
+    python tools/animate.py --ckpt stage2.ckpt --image photo.jpg --mask brush.png --drag 40,30,52,30 --loop-guidance 2e4
 
 Stochastic (image only), conditional (``--prompt`` text, ``--audio`` file, or ``--cond-image``), and
 seamless loops (``--loop-guidance MU``, acting after ``--loop-start`` of the steps). Motion is sampled at
@@ -72,7 +72,7 @@ def check_targets(targets: dict[str, Path]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lvmm.animation import DEFAULT_GUIDANCE_SCALE
+    from lvmm.animation import DEFAULT_GUIDANCE_SCALE, DEFAULT_LOOP_GUIDANCE, DEFAULT_LOOP_RUSH
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", required=True, type=Path, help="an image file or a folder of images")
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--loop-guidance",
         type=float,
         default=0.0,
-        help="loop self-guidance weight mu (0: no loop; 1e4 suits the tiny demo model)",
+        help=f"loop self-guidance weight mu (0: no loop; {DEFAULT_LOOP_GUIDANCE:g} suits the tiny demo model)",
     )
     p.add_argument(
         "--loop-start",
@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of the steps after which loop guidance acts (default 0.3)",
     )
     p.add_argument("--loop-velocity", type=float, default=0.0, help="weight of the loop velocity term")
+    p.add_argument(
+        "--loop-rush",
+        type=float,
+        default=DEFAULT_LOOP_RUSH,
+        help=f"weight of the loop rush term: a last step larger than the mean step (default {DEFAULT_LOOP_RUSH:g})",
+    )
     p.add_argument(
         "--no-loop-closure",
         action="store_true",
@@ -199,6 +205,7 @@ def sampling_options(args: argparse.Namespace) -> dict:
         guidance_scale=args.guidance_scale,
         loop_guidance=args.loop_guidance,
         loop_velocity=args.loop_velocity,
+        loop_rush=args.loop_rush,
         loop_closure=not args.no_loop_closure,
         loop_schedule=(LOOP_GUIDANCE_START if args.loop_start is None else args.loop_start, 1.0),
         slow_motion=args.slow_motion,

@@ -30,6 +30,9 @@ from lvmm.warp import forward_differences
 
 RAMPS = ("constant", "increase", "decrease")
 
+RUSH_EPS = 1e-6
+"""Keeps the rush term finite for a still clip (normalised units: 1e-6 is 3e-5 px at 64 px)."""
+
 
 @dataclass(frozen=True)
 class StepSchedule:
@@ -117,13 +120,21 @@ def spatial_gradient(fields: torch.Tensor) -> torch.Tensor:
 
 
 class LoopGuidance(EnergyGuidance):
-    """Loop self-guidance: ``L = |z_K - z_1|_1 + |grad z_K - grad z_1|_1`` on the decoded displacement fields.
+    """Loop self-guidance: ``L = |z_K - z_1|_1 + |grad z_K - grad z_1|_1`` on the decoded displacement fields,
+    plus an optional rush term and an optional velocity term.
+
+    The pull alone closes the loop by rushing: the clip drifts and its last step jumps back to z_1
+    (docs/design.md, Loops that rush back). The rush term ``rush_weight * s_K / mean_k s_k``, with
+    ``s_k = mean |z_{k+1} - z_k|``, penalises a last step larger than the clip's mean step. It is
+    scale-free, so unlike the velocity term it cannot be lowered by shrinking the whole motion.
 
     Args:
         weight: mu. Because L is a per-element mean, useful values are large (30-3000 in the CPU probe
             of docs/design.md, Loop guidance strength and schedule).
         decode: see :class:`EnergyGuidance` (None: L acts on the latents themselves).
         velocity_weight: weight of the optional velocity term ``|(z_K - z_{K-1}) - (z_2 - z_1)|_1``.
+        rush_weight: weight of the rush term (relative to the per-element L1 terms, so small: the
+            ratio's gradient is the L1 terms' divided by the mean step).
         schedule: when the term acts.
     """
 
@@ -133,9 +144,11 @@ class LoopGuidance(EnergyGuidance):
         decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
         velocity_weight: float = 0.0,
         schedule: StepSchedule | None = None,
+        rush_weight: float = 0.0,
     ):
         super().__init__(weight, decode, schedule)
         self.velocity_weight = float(velocity_weight)
+        self.rush_weight = float(rush_weight)
 
     def loss(self, x0: torch.Tensor) -> torch.Tensor:
         f = self.fields(x0)
@@ -145,6 +158,9 @@ class LoopGuidance(EnergyGuidance):
         if self.velocity_weight and f.shape[1] >= 3:
             end_velocity, start_velocity = f[:, -1] - f[:, -2], f[:, 1] - f[:, 0]
             loss = loss + self.velocity_weight * (end_velocity - start_velocity).abs().flatten(1).mean(1)
+        if self.rush_weight and f.shape[1] >= 3:
+            step = (f[:, 1:] - f[:, :-1]).abs().flatten(2).mean(2)  # (B, K-1)
+            loss = loss + self.rush_weight * step[:, -1] / (step.mean(1) + RUSH_EPS)
         return loss
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvmm.animation import AnimationOptions, Animator
+from lvmm.animation import DEFAULT_LOOP_GUIDANCE, AnimationOptions, Animator
 from lvmm.datasets.procedural import FAMILIES
 from lvmm.evaluation.motion_metrics import FamilyClassifier, mean_magnitude, sharpness
 
@@ -54,7 +54,7 @@ class ReportSettings:
     imagebind: str | None = None
     steps: int = 50
     guidance_scale: float = 4.0
-    loop_guidance: float = 1e4
+    loop_guidance: float = DEFAULT_LOOP_GUIDANCE
     clips_per_family: int = 16  # 96 clips: the accuracy's standard error is about 0.05 (0.07 with 8)
     stage1_clips: int = 32
     loop_seeds: int = 4

@@ -195,6 +195,30 @@ def test_loop_guidance_is_zero_on_a_looping_clip():
     )
 
 
+def _path(steps: list[float]) -> torch.Tensor:
+    """A clip (1, 1, K, 2, 2) in latent layout whose frames sit at the cumulative sums of ``steps``."""
+    pos = torch.tensor([0.0, *steps]).cumsum(0)  # (K,)
+    return pos.view(1, 1, -1, 1, 1).expand(1, 1, -1, 2, 2).clone()
+
+
+def test_loop_rush_term_penalises_a_jump_back_and_ignores_scale():
+    rush = LoopGuidance(weight=1.0, rush_weight=1.0)
+    pull = LoopGuidance(weight=1.0)
+    rush_term = lambda clip: rush.loss(clip) - pull.loss(clip)
+    # Two clips that end where they started: one turns back smoothly, one drifts and jumps back.
+    smooth, jump = _path([1.0, 1.0, -1.0, -1.0]), _path([0.5, 0.5, 0.5, -1.5])
+    assert pull.loss(smooth) == pull.loss(jump) == 0  # the pull cannot tell them apart
+    assert rush_term(jump) > 1.5 * rush_term(smooth)  # last step 1.5 / mean 0.75 = 2 against 1
+    torch.testing.assert_close(rush_term(jump), torch.tensor([2.0]), atol=1e-5, rtol=0)
+    # Scale-free: shrinking the whole motion does not lower it (the velocity term's weakness).
+    for scale in (0.1, 3.0):
+        torch.testing.assert_close(rush_term(scale * jump), rush_term(jump), atol=1e-4, rtol=1e-4)
+    x = jump.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(rush_term(x).sum(), x)
+    assert abs(float((grad * x).sum())) < 1e-4  # no component along a uniform scaling
+    assert torch.isfinite(rush_term(torch.zeros_like(jump))).all()  # a still clip stays finite
+
+
 # ----- one generator per seed ----------------------------------------------------------------------------
 
 
