@@ -152,19 +152,21 @@ def mel_filter_bank(
     """Triangular filters ``(num_bins, fft_size // 2 + 1)``, evenly spaced on the mel scale.
 
     Evaluated at the FFT bin frequencies ``k * sr / fft_size``; the Nyquist bin gets weight 0, as
-    in Kaldi. Computed in float32 in Kaldi's order of operations.
+    in Kaldi. Kaldi's order of operations, but in float64: torchaudio evaluates the mel scale in
+    float32, where the vectorised log differs by an ulp between CPUs (AVX2 and AVX-512 kernels), and
+    that moves a weight by up to ~1e-5. In float64 the filters are the same on every machine.
     """
     high_freq = sample_rate / 2 if high_freq is None else high_freq
     mel_low, mel_high = _mel(low_freq), _mel(high_freq)
     delta = (mel_high - mel_low) / (num_bins + 1)
-    k = torch.arange(num_bins).unsqueeze(1)  # (M, 1)
+    k = torch.arange(num_bins, dtype=torch.float64).unsqueeze(1)  # (M, 1)
     left = mel_low + k * delta
     center = mel_low + (k + 1.0) * delta
     right = mel_low + (k + 2.0) * delta
-    mel = _mel((sample_rate / fft_size) * torch.arange(fft_size // 2)).unsqueeze(0)  # (1, K)
+    mel = _mel((sample_rate / fft_size) * torch.arange(fft_size // 2, dtype=torch.float64)).unsqueeze(0)  # (1, K)
     up = (mel - left) / (center - left)
     down = (right - mel) / (right - center)
-    banks = torch.max(torch.zeros(1), torch.min(up, down))  # (M, K)
+    banks = torch.min(up, down).clamp(min=0.0)  # (M, K)
     return F.pad(banks, (0, 1))  # (M, K + 1): zero weight on the Nyquist bin
 
 
