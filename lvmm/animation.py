@@ -76,6 +76,10 @@ samples move 0.63x as far as the held-out clips they start from (DDIM; 0.40x wit
 more so the more noise the sampler re-injects. Guidance restores it: generated / true was 0.91 at
 w = 2, 1.03 at w = 3, 1.09 at w = 4 and 1.23 at w = 5 (24 held-out clips, docs/design.md)."""
 
+DEFAULT_GUIDANCE_INTERVAL = (0.0, 1.0)
+"""Fraction of the sampling steps on which classifier-free guidance acts (first step 0.0), after
+Kynkäänniemi et al. 2024 (guidance in a limited interval): (0, 1) guides every step."""
+
 CONTROL_GUIDANCE_START = LOOP_GUIDANCE_START
 """Mask and drag guidance act from this fraction of the steps on (their L1 losses overshoot early, as
 loop guidance's does)."""
@@ -105,6 +109,7 @@ class AnimationOptions:
     steps: int = 50
     eta: float = 0.0  # DDIM only
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE  # classifier-free weight w (0: conditional only)
+    guidance_interval: tuple[float, float] = DEFAULT_GUIDANCE_INTERVAL  # fraction of the steps where w acts
     loop_guidance: float = 0.0  # mu of loop self-guidance (0: off; a seamless loop needs > 0)
     loop_velocity: float = 0.0  # weight of the optional velocity term
     loop_rush: float = DEFAULT_LOOP_RUSH  # weight of the rush term (a last step larger than the mean step)
@@ -406,6 +411,7 @@ class Animator:
                 steps=options.steps,
                 eta=options.eta,
                 guidance_scale=options.guidance_scale,
+                guidance_interval=tuple(options.guidance_interval),
                 guidance=self._guidance(options, ctl, cond["z0"], loop, s0, length),
                 progress=progress,
                 residual=bool(self.extra.get("residual_latents", False)),

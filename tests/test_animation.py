@@ -160,6 +160,21 @@ def test_loop_closure_is_applied_to_loops_only_and_can_be_switched_off(checkpoin
     torch.testing.assert_close(clip.fields, clip_again.fields)  # not a loop: nothing to close
 
 
+def test_guidance_interval_limits_classifier_free_guidance_to_part_of_the_steps(checkpoints, tmp_path):
+    from lvmm.cli.animate import build_parser, sampling_options
+
+    animator = Animator.from_checkpoints(checkpoints["stage2"])
+    photo = _photo(64, 80)
+    run = lambda **kw: animator.animate(photo, [0], AnimationOptions(steps=4, **kw), prompt="sway")[0].fields
+    unguided, guided = run(guidance_scale=0.0), run(guidance_scale=3.0)
+    torch.testing.assert_close(run(guidance_scale=3.0, guidance_interval=(0.0, 0.0)), unguided)
+    assert float((guided - unguided).abs().max()) > 1e-3
+    late = run(guidance_scale=3.0, guidance_interval=(0.5, 1.0))  # the last two of four steps guided
+    assert float((late - unguided).abs().max()) > 1e-4 and float((late - guided).abs().max()) > 1e-4
+    args = build_parser().parse_args(["--image", "x.png", "--ckpt", "c", "--guidance-interval", "0.2", "0.8"])
+    assert sampling_options(args)["guidance_interval"] == (0.2, 0.8)
+
+
 # --- 3. working size from the checkpoint; the 512 config's shapes --------------------------------------
 
 

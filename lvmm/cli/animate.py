@@ -72,7 +72,12 @@ def check_targets(targets: dict[str, Path]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lvmm.animation import DEFAULT_GUIDANCE_SCALE, DEFAULT_LOOP_GUIDANCE, DEFAULT_LOOP_RUSH
+    from lvmm.animation import (
+        DEFAULT_GUIDANCE_INTERVAL,
+        DEFAULT_GUIDANCE_SCALE,
+        DEFAULT_LOOP_GUIDANCE,
+        DEFAULT_LOOP_RUSH,
+    )
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", required=True, type=Path, help="an image file or a folder of images")
@@ -100,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_GUIDANCE_SCALE,
         help=f"classifier-free guidance weight w (default {DEFAULT_GUIDANCE_SCALE:g})",
+    )
+    p.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        metavar=("START", "STOP"),
+        default=None,
+        help="fraction of the steps where classifier-free guidance acts (default: "
+        + " to ".join(f"{x:g}" for x in DEFAULT_GUIDANCE_INTERVAL)
+        + ")",
     )
     p.add_argument(
         "--loop-guidance",
@@ -212,6 +227,8 @@ def sampling_options(args: argparse.Namespace) -> dict:
         size=args.size,
         fit=args.fit,
     )
+    if args.guidance_interval is not None:
+        options["guidance_interval"] = tuple(args.guidance_interval)
     if args.chunk_size is not None:
         options["chunk_size"] = args.chunk_size
     try:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from lvmm.diffusion.guidance import ClassifierFreeGuidance, EnergyGuidance, GuidanceTerm
+from lvmm.diffusion.guidance import ClassifierFreeGuidance, EnergyGuidance, GuidanceTerm, StepSchedule
 from lvmm.diffusion.schedules import Diffusion, DiffusionConfig, make_scheduler
 from lvmm.imagebind.encoder import condition_embedding
 
@@ -316,6 +316,7 @@ def sample_motion(
     steps: int = 50,
     eta: float = 0.0,
     guidance_scale: float = 0.0,
+    guidance_interval: tuple[float, float] = (0.0, 1.0),
     guidance: Sequence[GuidanceTerm] = (),
     progress: bool = False,
     residual: bool = False,
@@ -329,7 +330,8 @@ def sample_motion(
     """Latent motion z_1..z_T (B, T, C, h, w), data units, for first-frame latents ``z0`` (B, C, h, w).
 
     A thin layer over :func:`sample` for :class:`~lvmm.nets.unet3d.UNet3D`: builds the conditions with
-    :func:`motion_conditions`, adds :class:`ClassifierFreeGuidance` when ``guidance_scale`` > 0, and
+    :func:`motion_conditions`, adds :class:`ClassifierFreeGuidance` when ``guidance_scale`` > 0 (acting on
+    the fraction ``guidance_interval`` of the steps, a :class:`StepSchedule`), and
     returns frames first (the layout of ``MotionModel.decode``). ``guidance`` adds further terms
     (e.g. :class:`~lvmm.diffusion.guidance.LoopGuidance`). ``residual``: the network was trained on
     z_k - z_0 (stage two's ``residual_latents``), so z_0 is added back; ``z0_scale`` scales the z_0
@@ -352,7 +354,7 @@ def sample_motion(
     )
     terms = list(guidance)
     if guidance_scale:
-        terms.append(ClassifierFreeGuidance(guidance_scale))
+        terms.append(ClassifierFreeGuidance(guidance_scale, StepSchedule(*guidance_interval)))
     h, w = z0.shape[-2:]
     x = sample(
         unet,
