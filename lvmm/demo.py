@@ -36,6 +36,8 @@ class Preset:
     threshold: float = DEFAULT_THRESHOLD  # stage one's reconstruction threshold (MSE, 0-255 scale) for latent clips
     photo_side: int = 512  # short side of the photographs animated (motion runs at the training size, 64)
     loop_seeds: int = 4  # seeds per photo for the report's loop, pop and sharpness measures
+    amount_images: int = 2  # held-out first frames per family for the motion amount's correlation
+    control_clips: int = 4  # clips per family and motion amount for the report's accuracy at each amount
 
 
 PRESETS = {
@@ -63,9 +65,12 @@ PRESETS = {
         threshold=1e9,
         photo_side=96,
         loop_seeds=1,
+        amount_images=1,
+        control_clips=1,
     ),
 }
 HELD_OUT_PHOTOS = ("coffee", "rocket")
+LOOP_SECONDS, LOOP_FPS = 4, 24  # the demo's loop as it plays: repeated seamlessly to 4 s at 24 fps
 TEXT_PROMPT = "the scene sways strongly to the left and right, slowly"
 GUIDANCE_SCALE = (
     4.0  # classifier-free weight of the text-conditioned clip and the report (w = 4 beat 0, 2 on the demo model)
@@ -273,6 +278,8 @@ class Demo:
                 emb_dim,
                 "--model.init_args.motion_checkpoint",
                 stage1,
+                "--model.init_args.unet.init_args.amplitude_condition",
+                "true",  # the report measures --motion-amount
                 "--trainer.max_steps",
                 p.stage2_steps,
                 "--trainer.val_check_interval",
@@ -330,7 +337,19 @@ class Demo:
         )
         run_step(
             "animate (loop)",
-            [*common, "--image", photos[1], "--loop-guidance", p.loop_guidance, "--out", anim / "loop"],
+            [
+                *common,
+                "--image",
+                photos[1],
+                "--loop-guidance",
+                p.loop_guidance,
+                "--duration",
+                LOOP_SECONDS,
+                "--fps",
+                LOOP_FPS,
+                "--out",
+                anim / "loop",
+            ],
             log,
         )
         run_step(
@@ -343,6 +362,10 @@ class Demo:
                 p.loop_guidance,
                 "--slow-motion",
                 4,
+                "--duration",
+                LOOP_SECONDS,
+                "--fps",
+                LOOP_FPS,
                 "--out",
                 anim / "loop_slow",
             ],
@@ -381,6 +404,10 @@ class Demo:
                 p.report_clips,
                 "--loop-seeds",
                 p.loop_seeds,
+                "--amount-images",
+                p.amount_images,
+                "--control-clips",
+                p.control_clips,
                 *ib,
             ],
             log,

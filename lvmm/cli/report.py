@@ -8,7 +8,9 @@ held-out procedural clips); stage two's conditioning accuracy (a family classifi
 fields of true clips labels text-conditioned samples); generated / true motion magnitude (overall and
 per family); loops as they play (wrap ratio, motion kept) with and without loop guidance, the pop out
 of the photo and the sharpness of the frames at 512 px; sampler time per clip and the time of a
-40-frame animation of a 1024x768 photo; a contact sheet. Each target is marked met or missed.
+40-frame animation of a 1024x768 photo; every motion control (strength, motion amount, region brush,
+drag arrows, long clips, audio prompts) with its own contact sheet and clip; a contact sheet. Each
+target is marked met or missed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop-guidance", type=float, default=ReportSettings.loop_guidance)
     p.add_argument("--clips-per-family", type=int, default=ReportSettings.clips_per_family)
     p.add_argument("--stage1-clips", type=int, default=ReportSettings.stage1_clips)
+    p.add_argument(
+        "--amount-images",
+        type=int,
+        default=ReportSettings.amount_images,
+        help="held-out first frames per family for the motion amount's correlation",
+    )
+    p.add_argument(
+        "--control-clips",
+        type=int,
+        default=ReportSettings.control_clips,
+        help="clips per family and amount for the family accuracy at each motion amount",
+    )
     p.add_argument(
         "--loop-seeds",
         "--seam-seeds",

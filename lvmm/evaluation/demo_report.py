@@ -39,6 +39,7 @@ TARGET_MAGNITUDE = (0.8, 1.25)  # generated / true mean displacement
 TARGET_POP = 1.5  # step(0 -> 1) / median later step
 TARGET_SHARPNESS = 0.9  # mean gradient magnitude of frames / of the photo, at 512 px
 SHARPNESS_SIDE = 512
+CONTROL_SIDE = 256  # short side of the photos the controls are measured on (the working size stays 64)
 
 
 @dataclass
@@ -58,6 +59,8 @@ class ReportSettings:
     clips_per_family: int = 16  # 96 clips: the accuracy's standard error is about 0.05 (0.07 with 8)
     stage1_clips: int = 32
     loop_seeds: int = 4
+    amount_images: int = 2  # held-out first frames per family for the motion amount's correlation
+    control_clips: int = 4  # clips per family and amount for the family accuracy at each motion amount
 
 
 def read_latents(folder: Path) -> list[dict]:
@@ -134,12 +137,16 @@ def stage_one_section(s: ReportSettings, out: Path) -> dict:
     return json.loads(result_path.read_text())
 
 
-def conditioning_section(animator: Animator, train: list[dict], val: list[dict], s: ReportSettings) -> dict:
-    """Accuracy of the family classifier on text-conditioned samples, beside chance and its accuracy on true clips."""
-    animator = Animator.from_checkpoints(s.stage2, s.stage1, s.imagebind)
-    train, val = read_latents(s.latents), read_latents(s.val_latents)
+def family_classifier(animator: Animator, train: list[dict]) -> FamilyClassifier:
+    """The family classifier of every accuracy in the report, fit on decoded fields of the training clips."""
     labels = torch.tensor([r["json"]["label"] for r in train])
-    classifier = FamilyClassifier(len(FAMILIES)).fit(decoded_fields(animator.motion, train), labels)
+    return FamilyClassifier(len(FAMILIES)).fit(decoded_fields(animator.motion, train), labels)
+
+
+def conditioning_section(
+    animator: Animator, classifier: FamilyClassifier, train: list[dict], val: list[dict], s: ReportSettings
+) -> dict:
+    """Accuracy of the family classifier on text-conditioned samples, beside chance and its accuracy on true clips."""
     val_labels = torch.tensor([r["json"]["label"] for r in val])
     reference = classifier.accuracy(decoded_fields(animator.motion, val), val_labels)
     captions = {
@@ -285,6 +292,50 @@ def timing_section(animator: Animator, s: ReportSettings, report: dict, timings:
     )
 
 
+def contact_sheet(contact_rows: list, side: int = 192, frames: int = 8) -> np.ndarray:
+    """Rows of up to ``frames`` thumbnails (short side ``side``) of each ``(label, frames)``, as one uint8 image."""
+    thumbs = lambda clip: [at_side(f, side) for f in clip[: min(frames, len(clip))]]
+    rows = [np.concatenate(thumbs(clip), axis=1) for _, clip in contact_rows]
+    width = max(r.shape[1] for r in rows)  # rows differ in width (photo aspect, frames as played): pad with black
+    return np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+
+
+def controls_section(animator: Animator, classifier: FamilyClassifier, val: list[dict], s: ReportSettings) -> dict:
+    """Every motion control measured (:mod:`lvmm.evaluation.control_report`), a contact sheet and a clip of each."""
+    from lvmm.evaluation import control_report as cr
+    from lvmm.media import read_image, write_image, write_video
+
+    out = s.out
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    options = AnimationOptions(steps=s.steps)
+    photos = [at_side(read_image(p), CONTROL_SIDE) for p in s.photos]
+    seeds = list(range(max(1, s.loop_seeds // 2)))
+    # each held-out clip's motion amount: controls.motion_amount of its decoded field, here already in pixels
+    amounts = decoded_fields(animator.motion, val).norm(dim=2).flatten(1).mean(1).tolist()
+
+    def write(name: str, frames: np.ndarray, fps: float) -> None:
+        write_video(out / "clips" / f"{name}.mp4", frames, fps)
+
+    result, per_amount = {}, (s.amount_images, s.control_clips)
+    for name, run in (
+        ("strength", lambda: cr.strength_section(animator, photos[0], options)),
+        ("amount", lambda: cr.amount_section(animator, classifier, val, amounts, options, *per_amount)),
+        ("brush", lambda: cr.brush_section(animator, photos, seeds, options)),
+        ("drag", lambda: cr.drag_section(animator, photos, seeds, options)),
+        ("long_clip", lambda: cr.long_clip_section(animator, photos[0], options, s.loop_guidance, write)),
+    ):
+        print(f"[report] controls: {name}", flush=True)
+        t0 = time.time()
+        result[name], rows = run()
+        result[name]["report_seconds"] = time.time() - t0
+        if rows:
+            write_image(out / f"controls_{name}.png", contact_sheet(rows, side=128))
+            label, frames = rows[-1]
+            if name != "long_clip":
+                write(name, frames, 8.0)
+    return result
+
+
 def write_figures(report: dict, contact_rows: list, out: Path, s: ReportSettings) -> None:
     """The contact sheet, two full-size frames and ``metrics.png`` (stage-one PSNR, confusion, wrap ratios)."""
     import matplotlib
@@ -297,10 +348,7 @@ def write_figures(report: dict, contact_rows: list, out: Path, s: ReportSettings
     s1 = report["stage1"]
     confusion = np.array(report["conditioning"]["confusion"])
     accuracy, chance = report["conditioning"]["accuracy"], report["conditioning"]["chance"]
-    thumbs = lambda frames: [at_side(f, 192) for f in frames[: min(8, len(frames))]]
-    rows = [np.concatenate(thumbs(frames), axis=1) for _, frames in contact_rows]
-    width = max(r.shape[1] for r in rows)  # rows differ in width (photo aspect, frames as played): pad with black
-    sheet = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+    sheet = contact_sheet(contact_rows)
     for name, frames in contact_rows[:2]:  # full-size frames to look at: the photo and generated frame 4
         write_image(out / f"frame4_{name.split()[0]}_{name.split()[1]}.png", frames[min(4, len(frames) - 1)])
     write_image(out / "contact_sheet.png", sheet)
@@ -376,7 +424,59 @@ def targets_of(report: dict) -> dict[str, tuple[bool, str]]:
             report["sharpness"]["ratio"] >= TARGET_SHARPNESS,
             f"{report['sharpness']['ratio']:.3f}",
         ),
+    } | (control_targets(report["controls"]) if "controls" in report else {})
+
+
+def control_targets(c: dict) -> dict[str, tuple[bool, str]]:
+    """The motion controls' targets (:mod:`lvmm.evaluation.control_report`)."""
+    from lvmm.evaluation import control_report as cr
+
+    brush, drag, long = c["brush"], c["drag"], c["long_clip"]
+    out = {
+        "motion scale 0 is the photo (uint8-equal)": (
+            bool(c["strength"]["zero_is_the_photo"]),
+            "equal" if c["strength"]["zero_is_the_photo"] else "differs",
+        ),
     }
+    if "skipped" not in c["amount"]:
+        r = c["amount"]["pearson"]
+        out["motion amount: requested / generated correlation at least 0.9"] = (
+            r >= cr.TARGET_AMOUNT_CORRELATION,
+            f"{r:.2f}",
+        )
+    out |= {
+        "brush: motion energy inside the mask at least 0.95": (
+            brush["share_rendered"] >= cr.TARGET_MASK_SHARE,
+            f"{brush['share_rendered']:.3f} rendered ({brush['share_guided']:.3f} from guidance alone)",
+        ),
+        "brush: motion inside kept at least 0.7x": (
+            brush["inside_kept"] >= cr.TARGET_MASK_INSIDE,
+            f"{brush['inside_kept']:.2f}",
+        ),
+        "brush: the black region is pixel-still": (
+            brush["still_region_max_change"] == 0,
+            f"max change {brush['still_region_max_change']}",
+        ),
+        "drag: end-point error at most 1 px (working size)": (
+            drag["epe_px"] <= cr.TARGET_DRAG_EPE_PX,
+            f"{drag['epe_px']:.2f} px ({drag['epe_guided_px']:.2f} px from guidance alone)",
+        ),
+        "drag: motion elsewhere 0.5-2x the undragged sample's": (
+            cr.TARGET_DRAG_ELSEWHERE[0] <= drag["elsewhere_ratio"] <= cr.TARGET_DRAG_ELSEWHERE[1],
+            f"{drag['elsewhere_ratio']:.2f}",
+        ),
+        f"long clip ({long['frames']} frames): join step at most 1.5x the median step": (
+            max(long["join_frames"], long["join_fields"]) <= cr.TARGET_JOIN,
+            f"frames {long['join_frames']:.2f}, fields {long['join_fields']:.2f}",
+        ),
+    }
+    if "audio" in c and "skipped" not in c["audio"]:
+        ratio = c["audio"]["ratio_to_chance"]
+        out["audio-conditioned accuracy at least 2x chance"] = (
+            ratio >= cr.TARGET_AUDIO_OVER_CHANCE,
+            f"{ratio:.2f}x chance",
+        )
+    return out
 
 
 def markdown(report: dict, targets: dict[str, tuple[bool, str]], s: ReportSettings) -> str:
@@ -482,7 +582,87 @@ def markdown(report: dict, targets: dict[str, tuple[bool, str]], s: ReportSettin
         "![contact sheet](contact_sheet.png)",
         "",
     ]
+    if "controls" in report:
+        lines += controls_markdown(report["controls"])
     return "\n".join(lines)
+
+
+def controls_markdown(c: dict) -> list[str]:
+    """The motion controls' part of ``report.md``: one section per control, its numbers and contact sheet."""
+    st, am, br, dr, lc = c["strength"], c["amount"], c["brush"], c["drag"], c["long_clip"]
+    lines = [
+        "## Motion controls",
+        "",
+        "Each control on the held-out photographs (short side 256, motion at the working size), beside the same "
+        "seed without it. Clips of each: `clips/`.",
+        "",
+        "### Strength (`--motion-scale`)",
+        "",
+        f"{st['note']}: "
+        + ", ".join(f"S = {k}: {v:.3f}" for k, v in st["ratio_to_unscaled"].items())
+        + f". S = 0 {'is' if st['zero_is_the_photo'] else 'is NOT'} the photo, uint8-equal, in every frame.",
+        "",
+        "![strength](controls_strength.png)",
+        "",
+        "### Motion amount (`--motion-amount`)",
+        "",
+    ]
+    if "skipped" in am:
+        lines += [f"Skipped: {am['skipped']}.", ""]
+    else:
+        lines += [
+            f"{am['note']}. Levels (px of the field grid): "
+            + ", ".join(f"{v:.2f}" for v in am["levels_px"])
+            + f". Pearson correlation of requested and generated amount **{am['pearson']:.2f}** "
+            f"(slope {am['slope']:.2f}).",
+            "",
+            "| amount | family accuracy | x chance | clips |",
+            "| --- | --- | --- | --- |",
+        ]
+        acc = am["accuracy"]
+        lines += [f"| {k} | {v['accuracy']:.3f} | {v['ratio_to_chance']:.2f} | {v['clips']} |" for k, v in acc.items()]
+        lines += ["", "![amount](controls_amount.png)", ""]
+    lines += [
+        "### Region brush (`--mask`)",
+        "",
+        f"{br['note']}. Share inside: **{br['share_rendered']:.3f}** as rendered, {br['share_guided']:.3f} from mask "
+        f"guidance alone, {br['share_without_brush']:.3f} without a brush; motion kept inside "
+        f"**{br['inside_kept']:.2f}**; largest change in the still region {br['still_region_max_change']} "
+        f"({br['clips']} clips).",
+        "",
+        "![brush](controls_brush.png)",
+        "",
+        "### Drag arrows (`--drag`)",
+        "",
+        f"{dr['note']}. End-point error **{dr['epe_px']:.2f} px** (max {dr['epe_max_px']:.2f}), "
+        f"{dr['epe_guided_px']:.2f} px from drag guidance alone; motion elsewhere **{dr['elsewhere_ratio']:.2f}x** "
+        f"the undragged sample's ({dr['clips']} clips).",
+        "",
+        "![drag](controls_drag.png)",
+        "",
+        "### Long clips (`--duration`)",
+        "",
+        f"{lc['note']}. {lc['frames']} frames in {lc['windows']} windows: join step / median step "
+        f"**{lc['join_frames']:.2f}** (frames), {lc['join_fields']:.2f} (fields); drift {lc['drift']:.2f}. "
+        "Seconds per frame: "
+        + ", ".join(f"{k} frames {v:.3f}" for k, v in lc["seconds_per_frame"].items())
+        + f". A loop repeated to {lc['loop_frames']} frames (4 s at 24 fps): wrap ratio {lc['loop_wrap_frames']:.2f}.",
+        "",
+        "![long clip](controls_long_clip.png)",
+        "",
+    ]
+    if "audio" in c:
+        au = c["audio"]
+        lines += ["### Sound that drives motion (`--audio`)", ""]
+        if "skipped" in au:
+            lines += [f"Skipped: {au['skipped']}.", ""]
+        else:
+            lines += [
+                f"{au['note']}: accuracy **{au['accuracy']:.3f}** ({au['ratio_to_chance']:.2f}x chance "
+                f"{au['chance']:.3f}, {au['clips']} clips), beside text's {au['text_accuracy']:.3f}.",
+                "",
+            ]
+    return lines
 
 
 def build_report(s: ReportSettings) -> dict:
@@ -495,13 +675,16 @@ def build_report(s: ReportSettings) -> dict:
     print("[report] conditioning accuracy", flush=True)
     animator = Animator.from_checkpoints(s.stage2, s.stage1, s.imagebind)
     train, val = read_latents(s.latents), read_latents(s.val_latents)
-    report["conditioning"] = conditioning_section(animator, train, val, s)
+    classifier = family_classifier(animator, train)
+    report["conditioning"] = conditioning_section(animator, classifier, train, val, s)
     print("[report] generated / true motion magnitude", flush=True)
     report["magnitude"] = magnitude_section(animator, val, s)
     print("[report] loops (wrap ratio, motion kept), pop and sharpness at 512 px", flush=True)
     timings, contact_rows = loops_section(animator, s, report)
     print("[report] sampler time per clip", flush=True)
     timing_section(animator, s, report, timings)
+    print("[report] motion controls", flush=True)
+    report["controls"] = controls_section(animator, classifier, val, s)
     write_figures(report, contact_rows, out, s)
     targets = targets_of(report)
     report["targets"] = {k: {"met": bool(ok), "value": v} for k, (ok, v) in targets.items()}
