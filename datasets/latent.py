@@ -1,13 +1,14 @@
 """Stage two's data: latent motion shards, and an in-memory synthetic stand-in.
 
 Latent motion shards (`docs/data-formats.md`, written by ``tools/encode_motion.py``), one sample per clip:
-``motion.npy`` float16 (K+1, C, h, w) = z_0..z_K; ``img_emb.npy`` and ``txt_emb.npy`` float32 (D,)
-(``txt_emb.npy`` missing or all zero: no text); ``first.png``, I_0; ``json`` with the source key, frame
-indices, reconstruction error, ``label`` (int, -1 if none) and ``caption``.
+``motion.npy`` float16 (K+1, C, h, w) = z_0..z_K; ``img_emb.npy``, ``txt_emb.npy`` and ``aud_emb.npy``
+float32 (D,) (``txt_emb.npy`` / ``aud_emb.npy`` missing or all zero: no text / no audio); ``first.png``,
+I_0; ``json`` with the source key, frame indices, reconstruction error, ``label`` (int, -1 if none) and ``caption``.
 
 Both data modules yield batches of dicts:
-``z0`` (B, C, h, w), ``z`` (B, K, C, h, w) = z_1..z_K, ``img_emb``/``txt_emb`` (B, D), ``has_txt`` (B,)
-bool, ``label`` (B,) long, ``first`` (B, 3, H, W) float in [0, 1], ``key`` (list of str).
+``z0`` (B, C, h, w), ``z`` (B, K, C, h, w) = z_1..z_K, ``img_emb``/``txt_emb``/``aud_emb`` (B, D),
+``has_txt``/``has_aud`` (B,) bool (zeros and False where a clip has no caption / no audio), ``label`` (B,)
+long, ``first`` (B, 3, H, W) float in [0, 1], ``key`` (list of str).
 
 DDP: training shards are *resampled* (each rank and worker draws shards at random, with replacement)
 and every epoch is cut at ``epoch_length`` batches per rank, so all ranks take the same number of steps
@@ -60,6 +61,10 @@ def decode_latent_sample(raw: dict, num_frames: int | None = None) -> dict:
         z = z[:num_frames]  # a prefix keeps every z_k relative to the same I_0
     img_emb = npy_from_bytes(raw["img_emb.npy"]).astype(np.float32)
     txt_emb = npy_from_bytes(raw["txt_emb.npy"]).astype(np.float32) if "txt_emb.npy" in raw else np.zeros_like(img_emb)
+    aud_emb = npy_from_bytes(raw["aud_emb.npy"]).astype(np.float32) if "aud_emb.npy" in raw else np.zeros_like(img_emb)
+    for name, emb in (("txt_emb", txt_emb), ("aud_emb", aud_emb)):
+        if emb.shape != img_emb.shape:
+            raise ValueError(f"{key}: {name}.npy has shape {emb.shape}, img_emb.npy {img_emb.shape}")
     meta = json.loads(raw["json"]) if "json" in raw else {}
     first = np.array(png_from_bytes(raw["first.png"]))
     return {
@@ -68,6 +73,8 @@ def decode_latent_sample(raw: dict, num_frames: int | None = None) -> dict:
         "img_emb": torch.from_numpy(img_emb),
         "txt_emb": torch.from_numpy(txt_emb),
         "has_txt": bool(np.any(txt_emb != 0)),
+        "aud_emb": torch.from_numpy(aud_emb),
+        "has_aud": bool(np.any(aud_emb != 0)),
         "label": int(meta.get("label", -1)),
         "first": torch.from_numpy(first).permute(2, 0, 1).float() / 255.0,
         "key": key,
@@ -235,6 +242,7 @@ def synthetic_latent_clip(
     emb_dim: int = 1024,
     fps: float = DEFAULT_FPS,
     families: Sequence[str] = FAMILIES,
+    audio: bool = False,
 ) -> dict:
     """One synthetic latent clip: a procedural motion family's fields at the latent size.
 
@@ -242,7 +250,9 @@ def synthetic_latent_clip(
     carry motion and :func:`synthetic_decode` recovers the field. z_0 holds what the first frame
     "shows": the family's soft region, and x, y ramps (a real z_0 carries the parts P sees in I_0).
     The text token is a fixed unit vector per family (the caption's embedding), the image token a
-    unit vector per clip (the photograph, uninformative about the motion). ``amplitude`` is the clip's
+    unit vector per clip (the photograph, uninformative about the motion). With ``audio`` the audio token is
+    another fixed unit vector per family (the soundtrack's embedding); without, it is zero and ``has_aud``
+    False (so stage two trains as before). ``amplitude`` is the clip's
     motion amount (:func:`lvmm.controls.motion_amount` of the field), for U-Nets with ``amplitude_condition``.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
@@ -262,12 +272,15 @@ def synthetic_latent_clip(
     label = FAMILIES.index(fam)
     amplitude = motion_amount(synthetic_decode(z[None, 1:].float()))[0]
     text = unit_vector(np.random.default_rng([1234, label]), emb_dim)
+    sound = unit_vector(np.random.default_rng([4321, label]), emb_dim) if audio else np.zeros(emb_dim, np.float32)
     return {
         "z0": z0.float(),
         "z": z[1:].float(),
         "img_emb": torch.from_numpy(unit_vector(rng, emb_dim)),
         "txt_emb": torch.from_numpy(text),
         "has_txt": True,
+        "aud_emb": torch.from_numpy(sound),
+        "has_aud": bool(audio),
         "label": label,
         "first": torch.zeros(3, 4 * size, 4 * size),
         "amplitude": amplitude,
@@ -299,6 +312,7 @@ class SyntheticLatentDataModule(pl.LightningDataModule):
     Args:
         size: latent size h = w. num_frames: K. emb_dim: token dimension D.
         train_length, val_length: clips; seed: the corpus (validation uses ``seed + 1``).
+        audio: give every clip an audio token (a unit vector per family; :func:`synthetic_latent_clip`).
     """
 
     def __init__(
@@ -311,9 +325,10 @@ class SyntheticLatentDataModule(pl.LightningDataModule):
         seed: int = 0,
         batch_size: int = 16,
         num_workers: int = 0,
+        audio: bool = False,
     ):
         super().__init__()
-        self.kw = dict(size=size, num_frames=num_frames, emb_dim=emb_dim)
+        self.kw = dict(size=size, num_frames=num_frames, emb_dim=emb_dim, audio=audio)
         self.train_length, self.val_length, self.seed = train_length, val_length, seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_set = self.val_set = None

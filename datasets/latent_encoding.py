@@ -11,6 +11,11 @@ off. Ranks (and data-loader workers) take disjoint input shards.
 The input stream yields ready-made batches of sub-clips, each from one input shard, the shard's last
 batch flagged ``last`` (an input shard with nothing usable still yields one empty, last batch), so
 the writer knows when an output shard is complete even with several workers.
+
+Audio: a video sample with sound (``KEY.wav`` or an mp4 audio stream) gives each sub-clip the audio of its
+time span (frame ``idx[0]`` to the end of frame ``idx[-1]``), which :class:`~lvmm.stages.motion_encoding.
+MotionEncoding` embeds with ImageBind's audio encoder into ``aud_emb.npy``. A corrupt audio member fails
+its sample (counted), like a corrupt video.
 """
 
 from __future__ import annotations
@@ -94,6 +99,23 @@ def iter_tar_samples(path: str, duplicates: list[str] | None = None) -> Iterator
         yield current, sample
 
 
+MIN_AUDIO_SAMPLES = 400
+"""Shortest sub-clip audio embedded (25 ms, one filter-bank frame at 16 kHz); shorter counts as none."""
+
+
+def clip_audio(audio: np.ndarray | None, num_frames: int, first: int, last: int) -> np.ndarray | None:
+    """The samples of frames ``first .. last`` of a ``num_frames``-frame video whose ``audio`` spans all its frames.
+
+    The track is split evenly over the frames (it was cut to their span when the shard was written), so
+    no frame rate is needed; None without audio or when the span is shorter than :data:`MIN_AUDIO_SAMPLES`.
+    """
+    if audio is None or num_frames < 1:
+        return None
+    per_frame = len(audio) / num_frames
+    cut = audio[round(first * per_frame) : round((last + 1) * per_frame)]
+    return np.ascontiguousarray(cut, dtype=np.float32) if len(cut) >= MIN_AUDIO_SAMPLES else None
+
+
 class VideoClipBatches(IterableDataset):
     """Batches of (K + 1)-frame sub-clips cut from video shards, one input shard at a time.
 
@@ -169,6 +191,7 @@ class VideoClipBatches(IterableDataset):
                 try:
                     sample = decode(dict(raw, __key__=key))  # a corrupt json raises ValueError too
                     frames = sample.frames(None)
+                    audio = sample.audio()
                 except (MediaError, ValueError) as e:
                     failed.append(f"{shard}:{key}: {e}")
                     continue
@@ -185,6 +208,7 @@ class VideoClipBatches(IterableDataset):
                         "subject": meta.get("subject"),
                         "sampling": self.sampling,
                     }
+                    clip_meta["audio"] = clip_audio(audio, len(frames), idx[0], idx[-1])
                     pending.append((name, frames[idx], clip_meta))
                     if len(pending) == self.batch_size:
                         yield self._batch(shard, pending, failed, videos, last=False)
@@ -241,10 +265,9 @@ class LatentShardWriter(BasePredictionWriter):
     """Writes the records of :class:`~lvmm.stages.motion_encoding.MotionEncoding` as latent motion shards.
 
     Each record becomes a sample with ``motion.npy`` (float16, (K+1, 4, h, w)), ``img_emb.npy``,
-    ``txt_emb.npy`` (when there is a caption), ``first.png`` and ``json`` (docs/data-formats.md, Latent motion
-    shards). Clips
-    whose reconstruction error is above the threshold were already dropped by the module and are
-    counted here.
+    ``txt_emb.npy`` (when there is a caption), ``aud_emb.npy`` (when the clip has audio), ``first.png`` and
+    ``json`` (docs/data-formats.md, Latent motion shards). Clips whose reconstruction error is above the
+    threshold were already dropped by the module and are counted here.
     """
 
     def __init__(self, out_dir: str | os.PathLike):
@@ -300,6 +323,8 @@ class LatentShardWriter(BasePredictionWriter):
             add_member(tar, f"{key}.img_emb.npy", npy_bytes(rec["img_emb"].astype(np.float32)))
             if rec.get("txt_emb") is not None:
                 add_member(tar, f"{key}.txt_emb.npy", npy_bytes(rec["txt_emb"].astype(np.float32)))
+            if rec.get("aud_emb") is not None:
+                add_member(tar, f"{key}.aud_emb.npy", npy_bytes(rec["aud_emb"].astype(np.float32)))
             add_member(tar, f"{key}.first.png", _png_bytes(rec["first"]))
             add_member(tar, f"{key}.json", json.dumps(rec["json"], sort_keys=True).encode())
         counts["kept"] += len(prediction["kept"])

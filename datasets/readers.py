@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-from lvmm.media import MediaError, read_video, to_float
+from lvmm.media import AUDIO_RATE, MediaError, read_audio, read_video, to_float, wav_from_bytes
 
 from .augment import ClipAugment
 
@@ -150,6 +150,33 @@ class DecodedSample:
 
     def flows(self) -> np.ndarray:
         return npy_from_bytes(self.raw["flow.npy"]).astype(np.float32)
+
+    @property
+    def has_audio(self) -> bool:
+        """Whether the sample carries a ``wav`` member or says it has audio (an mp4's stream: ``audio_rate`` in its
+        json); an mp4 written before audio existed is decoded by :meth:`audio` to find out."""
+        return "wav" in self.raw or bool(self.meta.get("audio_rate"))
+
+    def audio(self) -> np.ndarray | None:
+        """The clip's sound, mono float32 (N,) at 16 kHz (:data:`lvmm.media.AUDIO_RATE`), or None when it has none.
+
+        From the ``wav`` member (npy shards) or the mp4's audio stream. A corrupt one raises
+        :class:`MediaError` naming the sample (the stream skips and counts it like any corrupt sample).
+        """
+        where = f"sample {self.key} ({self.raw.get('__url__', '?')})"
+        if "wav" in self.raw:
+            wave, rate = wav_from_bytes(self.raw["wav"], f"{where}: wav")
+            if rate != AUDIO_RATE:
+                from lvmm.imagebind.audio import resample
+
+                wave = resample(torch.from_numpy(wave[None]), rate, AUDIO_RATE)[0].numpy()
+            return wave.astype(np.float32)
+        if "mp4" in self.raw:
+            try:
+                return read_audio(self.raw["mp4"], AUDIO_RATE)
+            except MediaError as e:
+                raise MediaError(f"{where}: mp4 audio: {e}") from e
+        return None
 
 
 def npy_from_bytes(data: bytes) -> np.ndarray:

@@ -374,7 +374,24 @@ class Animator:
             prompt_emb = self._prompt_embedding(prompt, audio, cond_image)
             appearance = self.motion.appearance(img0) if self.extra.get("appearance_channels") else None
         rep = lambda x: None if x is None else x.expand(batch, *x.shape[1:]).to(self.device)
-        return {"z0": rep(z0), "image": rep(img_emb), "prompt": rep(prompt_emb), "appearance": rep(appearance)}
+        return {
+            "z0": rep(z0),
+            "image": rep(img_emb),
+            "prompt": rep(prompt_emb),
+            "appearance": rep(appearance),
+            "audio_prompt": audio is not None,
+        }
+
+    def _prompt_denoiser(self, cond: dict):
+        """The denoiser for this prompt: an audio prompt centred on the training audio tokens' mean, as stage two
+        trained them (:mod:`lvmm.conditioning`), when the checkpoint records that mean; the plain one otherwise."""
+        mean = self.extra.get("audio_token_mean")
+        if not cond.get("audio_prompt") or mean is None or not self.extra.get("token_statistics_set"):
+            return self.denoiser
+        from lvmm.conditioning import TEXT_SLOT, SlotShift
+
+        slot_mean = self.unet.token_mean[TEXT_SLOT]
+        return SlotShift(self.denoiser, slot_mean - torch.tensor(mean, dtype=slot_mean.dtype, device=slot_mean.device))
 
     def _sample(
         self, cond: dict, seeds: list[int], options: AnimationOptions, ctl: dict, loop: bool, progress: bool, callback
@@ -398,7 +415,7 @@ class Animator:
                 known_frames = torch.arange(length) < o
             step_cb = None if callback is None else (lambda i, n, w=w_index: callback(w * n + i, total_steps))
             z = sample_motion(
-                self.denoiser,
+                self._prompt_denoiser(cond),
                 self.config,
                 cond["z0"],
                 cond["image"],

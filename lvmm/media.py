@@ -17,6 +17,8 @@ import numpy as np
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_CRF = 18
+AUDIO_RATE = 16000
+"""Sample rate of the audio written into shards (ImageBind's: :data:`lvmm.imagebind.audio.SAMPLE_RATE`)."""
 MAX_IMAGE_PIXELS = 100_000_000
 """Largest image (width x height) read: a 10000 x 10000 photo; a header claiming more is refused before decoding."""
 
@@ -129,8 +131,17 @@ def _even(x: int) -> int:
     return x + (x % 2)
 
 
-def encode_mp4(frames: np.ndarray, fps: float, crf: int = DEFAULT_CRF) -> bytes:
+def encode_mp4(
+    frames: np.ndarray,
+    fps: float,
+    crf: int = DEFAULT_CRF,
+    audio: np.ndarray | None = None,
+    sample_rate: int = AUDIO_RATE,
+) -> bytes:
     """Encode ``(T, H, W, 3)`` uint8 frames as H.264 mp4 bytes (yuv420p; odd sizes are padded by one).
+
+    ``audio``: optional mono float32 samples (N,) in [-1, 1] at ``sample_rate``, muxed as an AAC
+    stream (AAC adds its encoder delay: the decoded track is a few milliseconds longer).
 
     One encoder thread: x264's frame threads made the bytes depend on timing, and callers that
     encode many clips run them in parallel processes anyway; the same frames give the same bytes.
@@ -148,12 +159,98 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = DEFAULT_CRF) -> bytes:
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
         stream.thread_count = 1
+        sound = None
+        if audio is not None:
+            sound = container.add_stream("aac", rate=int(sample_rate))
+            sound.layout, sound.format = "mono", "fltp"
+            sound.thread_count = 1
         for arr in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None:
+            _encode_audio(container, sound, np.asarray(audio, dtype=np.float32).reshape(-1), int(sample_rate))
     return buf.getvalue()
+
+
+def _encode_audio(container, stream, samples: np.ndarray, sample_rate: int) -> None:
+    """Mux mono ``samples`` into ``stream`` in frames of the encoder's size (1024 for AAC)."""
+    import av
+
+    size = stream.codec_context.frame_size or 1024
+    for start in range(0, len(samples), size):
+        chunk = np.ascontiguousarray(np.clip(samples[start : start + size], -1, 1)[None])
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = sample_rate, start
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def read_audio(source, sample_rate: int = AUDIO_RATE) -> np.ndarray | None:
+    """The first audio stream of a video or audio file (a path or bytes) as mono float32 (N,) at ``sample_rate``.
+
+    None when the file has no audio stream; :class:`MediaError` naming the file when it does not decode.
+    Channels are averaged; other rates are resampled (:func:`lvmm.imagebind.audio.resample`).
+    """
+    import av
+    import torch
+
+    from lvmm.imagebind.audio import _frame_to_array, resample
+
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
+    chunks, rate = [], None
+    try:
+        with av.open(name if name != "<bytes>" else io.BytesIO(source)) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            rate = stream.codec_context.sample_rate or stream.rate
+            for frame in container.decode(stream):
+                chunks.append(_frame_to_array(frame))
+    except Exception as e:
+        raise MediaError(f"{name}: cannot decode audio ({type(e).__name__}: {e})") from e
+    if not chunks:
+        return np.zeros(0, np.float32)
+    wave = torch.from_numpy(np.concatenate(chunks, axis=1).mean(0, keepdims=True))
+    return resample(wave, int(rate), sample_rate)[0].numpy().astype(np.float32)
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int = AUDIO_RATE) -> bytes:
+    """Mono float samples in [-1, 1] as the bytes of a 16-bit PCM ``.wav`` (clipped, rounded: deterministic)."""
+    import wave
+
+    pcm = np.round(np.clip(np.asarray(samples, dtype=np.float64).reshape(-1), -1, 1) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def wav_from_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
+    """A 16-bit PCM ``.wav`` as (mono float32 (N,) in [-1, 1], sample rate); channels are averaged.
+
+    Raises :class:`MediaError` naming ``name`` for anything else (not a wav, truncated, another sample width).
+    """
+    import wave
+
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            raw = w.readframes(n)
+    except (wave.Error, EOFError, ValueError) as e:
+        raise MediaError(f"{name}: not a readable wav ({e})") from e
+    if width != 2:
+        raise MediaError(f"{name}: {8 * width}-bit wav, expected 16-bit PCM")
+    if len(raw) != n * channels * 2:
+        raise MediaError(f"{name}: truncated wav ({len(raw)} of {n * channels * 2} bytes of samples)")
+    pcm = np.frombuffer(raw, dtype="<i2").reshape(-1, channels).astype(np.float32) / 32767.0
+    return pcm.mean(1), int(rate)
 
 
 def encode_gif(frames: np.ndarray, fps: float, loop: int = 0) -> bytes:

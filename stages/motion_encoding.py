@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from lvmm.media import to_uint8
+from lvmm.media import AUDIO_RATE, to_uint8
 from lvmm.motion import MotionModel
 
 DEFAULT_THRESHOLD = 50.0
@@ -22,7 +22,8 @@ class MotionEncoding(pl.LightningModule):
 
     Args:
         motion: the trained stage one.
-        encoder: an :class:`lvmm.imagebind.ImageBindEncoder` for the first frame and the caption.
+        encoder: an :class:`lvmm.imagebind.ImageBindEncoder` for the first frame, the caption and the clip's
+            audio (the batch's ``meta[i]["audio"]``, 16 kHz mono, when it has one).
         threshold: reconstruction-error threshold (MSE on the 0-255 scale) of the last frame.
     """
 
@@ -49,10 +50,19 @@ class MotionEncoding(pl.LightningModule):
         captions = [batch["meta"][i]["caption"] for i in keep]
         with_text = [j for j, c in enumerate(captions) if c]
         txt_emb = self.encoder.embed_texts([captions[j] for j in with_text]).cpu().numpy() if with_text else None
+        sounds = [batch["meta"][i].get("audio") for i in keep]
+        with_audio = [j for j, a in enumerate(sounds) if a is not None]
+        aud_emb = (
+            self.encoder.embed_audio([(sounds[j], AUDIO_RATE) for j in with_audio]).cpu().numpy()
+            if with_audio
+            else None
+        )
         records = []
         for n, i in enumerate(keep):
+            meta = {k: v for k, v in batch["meta"][i].items() if k != "audio"}  # samples go to aud_emb, not json
             meta = dict(
-                batch["meta"][i],
+                meta,
+                has_audio=n in with_audio,
                 reconstruction_mse=float(mse[i]),
                 threshold=self.threshold,
                 imagebind_weights=self.encoder.weights_id,
@@ -63,6 +73,7 @@ class MotionEncoding(pl.LightningModule):
                     "motion": z[i].float().cpu().numpy(),
                     "img_emb": img_emb[n],
                     "txt_emb": txt_emb[with_text.index(n)] if n in with_text else None,
+                    "aud_emb": aud_emb[with_audio.index(n)] if n in with_audio else None,
                     "first": firsts[n],
                     "json": meta,
                 }

@@ -7,7 +7,12 @@ tokens, the latent scale, the optimiser, the media panel and the checkpoint's re
 
 Batches are the dicts of :mod:`lvmm.datasets.latent`: ``z0`` (B, C, h, w), ``z`` (B, K, C, h, w) =
 z_1..z_K, ``img_emb``/``txt_emb`` (B, D), ``has_txt`` (B,), ``first`` (B, 3, H, W), and optionally
-``appearance`` (B, Ca, h, w).
+``aud_emb`` (B, D) with ``has_aud`` (B,) and ``appearance`` (B, Ca, h, w).
+
+Audio: a clip's audio token is learnt through the *text* slot, where the Animator puts an audio
+prompt: in training, with probability ``audio_probability`` (and always when the clip has no caption)
+it replaces the clip's text token (:func:`lvmm.conditioning.audio_in_text_slot`); validation keeps the
+text. Its dropout is the text token's.
 
 Latent scale: the network sees latents multiplied by ``latent_scale`` so that they have about unit
 standard deviation (as LDM's ``scale_by_std``), which the noise schedule assumes. Given in the config,
@@ -20,6 +25,9 @@ per-slot token standardisation (:meth:`lvmm.nets.unet3d.UNet3D.set_token_statist
 embedding of each slot and one overall standard deviation, over the tokens present in the batch on all
 ranks. ImageBind embeddings of one corpus have cosine similarities near 1 to each other (0.98 for the
 demo's captions under the random encoder), so centring is what lets the text token steer the sample.
+The text slot's statistics are the captions'; audio tokens in that slot are centred on their own mean
+instead (``audio_token_mean``, over the batch's audio tokens, kept in ``lvmm_extra``), by a shift that
+the Animator repeats for an audio prompt (:mod:`lvmm.conditioning` says why).
 The statistics are buffers of the U-Net and travel with its weights. A U-Net built with
 ``token_whitening`` is given a ZCA whitening matrix per slot (:func:`whitening`) instead of the one scale.
 
@@ -42,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from lvmm.conditioning import audio_in_text_slot, draw_audio
 from lvmm.diffusion.guidance import LoopGuidance
 from lvmm.diffusion.sampling import sample_motion
 from lvmm.diffusion.schedules import SAMPLERS, Diffusion, DiffusionConfig
@@ -88,6 +97,8 @@ class StageTwo(pl.LightningModule):
             dropout: the fully unconditional pass is what classifier-free guidance subtracts at sampling,
             and per-token dropout alone trains it only ``image_dropout * text_dropout`` of the time.
         amplitude_dropout: probability of dropping the motion amount (U-Nets with ``amplitude_condition``).
+        audio_probability: probability that a training clip with audio conditions on it, in the text
+            slot, instead of on its caption (module docs); 0 turns audio conditioning off.
         latent_scale: multiply latents by this; None: estimate it from the first batch (module docs).
         standardize_tokens: centre and scale the condition tokens with statistics of the first batch
             (module docs); False leaves them as the encoder gives them.
@@ -115,6 +126,7 @@ class StageTwo(pl.LightningModule):
         text_dropout: float = 0.1,
         uncond_dropout: float = 0.1,
         amplitude_dropout: float = 0.1,
+        audio_probability: float = 0.3,
         latent_scale: float | None = None,
         standardize_tokens: bool = True,
         residual_latents: bool = True,
@@ -145,6 +157,7 @@ class StageTwo(pl.LightningModule):
         self.latent_scale = latent_scale
         self.z0_scale: float | None = latent_scale  # of the z_0 condition: 1 / std(z_0..z_K)
         self.token_statistics_set = False
+        self.audio_token_mean: torch.Tensor | None = None  # (D,) of unit-length audio embeddings, or None
         self.latent_size: list[int] | None = None  # (h, w) of the training latents, recorded for generation
         self.frame_size: list[int] | None = None  # (H, W) of the training frames, recorded for generation
         self._motion_model: list = []  # a list keeps stage one out of this module's parameters and state dict
@@ -190,6 +203,11 @@ class StageTwo(pl.LightningModule):
             var = total(centred**2).mean(-1, keepdim=True) / (count - 1).clamp_min(1)  # (S, 1)
             scale = torch.where(var > 0, var.sqrt(), torch.ones_like(var))  # a slot with no token stays identity
         self.unet.set_token_statistics(mean, scale)
+        if "has_aud" in batch:
+            has_aud = batch["has_aud"].bool()[:, None].float()  # (B, 1)
+            n_aud = total(has_aud)
+            if float(n_aud) > 0:
+                self.audio_token_mean = total(batch["aud_emb"].detach().float() * has_aud) / n_aud  # (D,)
         self.token_statistics_set = True
 
     def setup(self, stage: str) -> None:
@@ -247,11 +265,15 @@ class StageTwo(pl.LightningModule):
         batch = dict(
             batch, img_emb=condition_embedding(batch["img_emb"]), txt_emb=condition_embedding(batch["txt_emb"])
         )
+        if "aud_emb" in batch:
+            batch["aud_emb"] = condition_embedding(batch["aud_emb"])
         self._ensure_latent_scale(batch["z"], batch["z0"])
         self._ensure_token_statistics(batch)
         self.latent_size = list(batch["z"].shape[-2:])
         if "first" in batch:  # the training frame size: generation works at this size by default
             self.frame_size = list(batch["first"].shape[-2:])
+        if drop and "has_aud" in batch:
+            batch = self.with_audio(batch)
         z = batch["z"] - batch["z0"][:, None] if self.hparams.residual_latents else batch["z"]
         x0 = rearrange(z, "b k c h w -> b c k h w") * self.latent_scale
         b = x0.shape[0]
@@ -277,6 +299,25 @@ class StageTwo(pl.LightningModule):
             cond["amplitude"] = self.amplitude(batch).to(x0.device)
             cond["amplitude_mask"] = keep_amp
         return x0, cond
+
+    def with_audio(self, batch: dict, use_audio: torch.Tensor | None = None) -> dict:
+        """``batch`` with the audio token in the text slot of the clips drawn by :func:`draw_audio` (or ``use_audio``).
+
+        Embeddings are the unit-length ones; audio tokens are centred on ``audio_token_mean`` (module docs)."""
+        if use_audio is None:
+            use_audio = draw_audio(batch["has_aud"], batch["has_txt"], self.hparams.get("audio_probability", 0.0))
+        if not bool(use_audio.any()):
+            return batch
+        centre = self.hparams.standardize_tokens and self.audio_token_mean is not None
+        txt, has_txt = audio_in_text_slot(
+            batch["txt_emb"],
+            batch["has_txt"],
+            batch["aud_emb"],
+            use_audio,
+            self.audio_token_mean if centre else None,
+            self.unet.token_mean[1] if centre else None,
+        )
+        return dict(batch, txt_emb=txt, has_txt=has_txt)
 
     # ----- training -------------------------------------------------------------------------------------
 
@@ -405,6 +446,7 @@ class StageTwo(pl.LightningModule):
             "amplitude_condition": bool(getattr(u, "amplitude_condition", False)),
             "motion_checkpoint": self.hparams.motion_checkpoint,
             "token_statistics_set": self.token_statistics_set,
+            "audio_token_mean": None if self.audio_token_mean is None else self.audio_token_mean.tolist(),
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -419,6 +461,8 @@ class StageTwo(pl.LightningModule):
         self.latent_size = extra.get("latent_size", self.latent_size)
         self.frame_size = extra.get("frame_size", self.frame_size)
         self.token_statistics_set = bool(extra.get("token_statistics_set", self.token_statistics_set))
+        if extra.get("audio_token_mean") is not None:
+            self.audio_token_mean = torch.tensor(extra["audio_token_mean"], dtype=torch.float32)
 
 
 def to_video(panel: torch.Tensor) -> np.ndarray:

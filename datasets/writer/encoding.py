@@ -1,9 +1,16 @@
-"""One input's clips as webdataset samples (mp4 or npy, json, caption, fields), spooled to a tar of its own."""
+"""One input's clips as webdataset samples (mp4 or npy, json, caption, fields, audio), spooled to a tar of its own.
+
+Audio (16 kHz mono, the clip's time span): procedural clips carry their soundtrack
+(:func:`lvmm.datasets.soundtrack.clip_soundtrack`), videos their first audio stream, cut to the clip's
+frames; ``--format mp4`` muxes it into ``KEY.mp4`` (AAC), ``--format npy`` writes ``KEY.wav`` (16-bit PCM,
+byte-deterministic). Frame folders and silent videos have none.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tarfile
 from collections.abc import Iterator
@@ -11,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lvmm.media import MediaError, encode_mp4, iter_video
+from lvmm.media import AUDIO_RATE, MediaError, encode_mp4, iter_video, read_audio, wav_bytes
 
 from ..recipes import PROCEDURAL_SCHEME, Source
 from .decoding import Geometry, iter_clips, iter_frame_folder, resample, resample_indices
 from .settings import ShardSettings, SourceResult, sample_key
 from .tar_files import add_sample
+
+log = logging.getLogger(__name__)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -35,10 +44,12 @@ def encode_sample(
     flows: np.ndarray | None = None,
     extra: dict | None = None,
     start: int | None = None,
+    audio: np.ndarray | None = None,
 ) -> dict:
     """One clip as the byte members of a webdataset sample (see the module docstring).
 
     ``start`` is the clip's first frame on the output time line (the key); default: ``frame_indices[0]``.
+    ``audio``: the clip's sound, mono float32 (N,) at :data:`lvmm.media.AUDIO_RATE` (None: none).
     """
     t, h, w, _ = frames.shape
     labels = dict(source.labels) | (extra or {})
@@ -50,13 +61,17 @@ def encode_sample(
         "width": int(w),
         "height": int(h),
     } | labels
+    if audio is not None:
+        meta["audio_rate"], meta["audio_samples"] = AUDIO_RATE, int(len(audio))
     sample = {"__key__": sample_key(source.rel, frame_indices[0] if start is None else start)}
     if settings.fmt == "mp4":
         if fps is None:
             raise MediaError(f"{source.path}: unknown frame rate, cannot write mp4 (give --fps or --source-fps)")
-        sample["mp4"] = encode_mp4(frames, fps, crf=settings.crf)
+        sample["mp4"] = encode_mp4(frames, fps, crf=settings.crf, audio=audio)
     else:
         sample["frames.npy"] = npy_bytes(frames.astype(np.uint8))
+        if audio is not None:
+            sample["wav"] = wav_bytes(audio, AUDIO_RATE)
     if flows is not None:
         sample["flow.npy"] = npy_bytes(flows.astype(np.float16))
     sample["json"] = json.dumps(meta, sort_keys=True).encode("utf-8")
@@ -67,6 +82,7 @@ def encode_sample(
 
 def _procedural(source: Source, settings: ShardSettings) -> Iterator[dict]:
     from ..procedural import make_clip
+    from ..soundtrack import clip_soundtrack
 
     split, seed, index = source.path[len(PROCEDURAL_SCHEME) :].split(":")
     h, w = settings.size
@@ -84,7 +100,30 @@ def _procedural(source: Source, settings: ShardSettings) -> Iterator[dict]:
         "index": int(index),
         "flow_units": "normalised",
     }
-    yield encode_sample(source, clip.frames, list(range(num_frames)), clip.fps, settings, clip.flows, extra)
+    sound = clip_soundtrack(clip, int(seed), int(index), AUDIO_RATE)  # the span of the clip's frames
+    yield encode_sample(
+        source, clip.frames, list(range(num_frames)), clip.fps, settings, clip.flows, extra, audio=sound
+    )
+
+
+def _video_audio(path: str) -> np.ndarray | None:
+    """A video's first audio stream at 16 kHz mono, or None (no stream; an undecodable one is warned and left out:
+    the frames are still good)."""
+    try:
+        return read_audio(path, AUDIO_RATE)
+    except MediaError as e:
+        log.warning("%s; its clips are written without audio", e)
+        return None
+
+
+def audio_span(audio: np.ndarray | None, start: int, num_frames: int, fps: float | None) -> np.ndarray | None:
+    """The samples of output frames ``start .. start + num_frames - 1`` (frame j plays from j / fps), zero-padded
+    where the track ends early; None without audio or frame rate."""
+    if audio is None or not fps:
+        return None
+    a, b = round(start / fps * AUDIO_RATE), round((start + num_frames) / fps * AUDIO_RATE)
+    cut = audio[a:b]
+    return np.pad(cut, (0, (b - a) - len(cut))) if len(cut) < b - a else cut
 
 
 def iter_source_samples(source: Source, settings: ShardSettings) -> Iterator[dict]:
@@ -99,9 +138,11 @@ def iter_source_samples(source: Source, settings: ShardSettings) -> Iterator[dic
     if source.kind == "procedural":
         yield from _procedural(source, settings)
         return
+    audio = None
     if source.kind == "video":
         fps_in, raw = iter_video(source.path)
         fps_in = fps_in or source.fps
+        audio = _video_audio(source.path)
     elif source.kind == "frames":
         if not os.path.isdir(source.path):
             raise MediaError(f"{source.path}: frame folder not found")
@@ -127,7 +168,8 @@ def iter_source_samples(source: Source, settings: ShardSettings) -> Iterator[dic
             yield i, geometry(frame)
 
     for clip, indices, start in iter_clips(fitted(), settings.clip_len, settings.step, settings.max_clips):
-        yield encode_sample(source, clip, indices, fps_out, settings, start=start)
+        sound = audio_span(audio, start, len(clip), fps_out)
+        yield encode_sample(source, clip, indices, fps_out, settings, start=start, audio=sound)
     if hasattr(raw, "close"):
         raw.close()
 

@@ -33,6 +33,7 @@ def _latents(folder):
                 "json": json.loads(s["json"]),
                 "shard": shard.name,
                 "has_txt": "txt_emb.npy" in s,
+                "aud_emb": np.load(io.BytesIO(s["aud_emb.npy"]), allow_pickle=False) if "aud_emb.npy" in s else None,
             }
     return out
 
@@ -53,6 +54,31 @@ def _direct(corpus):
             for i, key in enumerate(batch["keys"]):
                 out[key] = {"z": z[i], "mse": float(mse[i])}
     return motion, out
+
+
+def _check_audio_embeddings(corpus, got):
+    """Every procedural clip has its soundtrack's ImageBind embedding, which differs between families."""
+    from lvmm.datasets.latent_encoding import iter_tar_samples as samples_of
+    from lvmm.datasets.readers import decode
+    from lvmm.imagebind import ImageBindEncoder
+
+    sounds = {}
+    for shard in corpus["shards"]:
+        for key, raw in samples_of(str(shard)):
+            sample = decode(dict(raw, __key__=key))
+            sounds[key] = (sample.audio(), sample.meta["family"])
+    encoder = ImageBindEncoder(config="tiny", device="cpu")
+    by_family = {}
+    for rec in got.values():
+        emb = rec["aud_emb"]
+        assert emb is not None and emb.dtype == np.float32 and emb.shape == (32,) and rec["json"]["has_audio"]
+        wave, family = sounds[rec["json"]["source_key"]]
+        direct = encoder.embed_audio([(wave, 16000)])[0].numpy()  # the whole 9-frame clip is the sub-clip
+        np.testing.assert_allclose(emb, direct, rtol=1e-4, atol=1e-4)
+        by_family.setdefault(family, []).append(emb / np.linalg.norm(emb))
+    assert len(by_family) >= 2
+    means = [np.mean(v, 0) for v in by_family.values()]
+    assert min(np.linalg.norm(a - b) for i, a in enumerate(means) for b in means[i + 1 :]) > 1e-2
 
 
 def test_encode_motion_matches_stage_one_and_resumes(corpus, tmp_path):
@@ -85,6 +111,7 @@ def test_encode_motion_matches_stage_one_and_resumes(corpus, tmp_path):
             from_model = motion.decode(direct[key]["z"])
         torch.testing.assert_close(from_shard, from_model, atol=2e-3, rtol=1e-2)  # float16 storage
         assert rec["json"]["caption"] and rec["has_txt"]
+    _check_audio_embeddings(corpus, got)
     # a rerun finds every input shard finished and changes nothing
     before = {p.name: p.read_bytes() for p in out.glob("*.tar")}
     again = main(

@@ -6,7 +6,7 @@ import importlib
 import json
 from pathlib import Path
 
-ALLOWED_MEMBERS = {"mp4", "frames.npy", "flow.npy", "json", "txt"}
+ALLOWED_MEMBERS = {"mp4", "frames.npy", "flow.npy", "json", "txt", "wav"}
 
 
 def tool_main(name: str):

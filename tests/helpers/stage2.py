@@ -71,8 +71,10 @@ def write_latent_shards(
     size: int = 8,
     dim: int = 16,
     image_size: int = 32,
+    audio: bool = False,
 ) -> list[str]:
-    """Tiny latent motion shards in the format of docs/data-formats.md; every third clip has no text."""
+    """Tiny latent motion shards in the format of docs/data-formats.md; every third clip has no text, and with
+    ``audio`` every even clip has an audio embedding."""
     import webdataset as wds
 
     rng = np.random.default_rng(0)
@@ -99,6 +101,8 @@ def write_latent_shards(
                 }
                 if n % 3:
                     sample["txt_emb.npy"] = _npy_bytes(rng.standard_normal(dim).astype(np.float32))
+                if audio and n % 2 == 0:
+                    sample["aud_emb.npy"] = _npy_bytes(rng.standard_normal(dim).astype(np.float32))
                 sink.write(sample)
         paths.append(str(path))
     return paths

@@ -179,3 +179,48 @@ def test_fit_through_cli_and_checkpoint_rebuilds_unet(tmp_path, monkeypatch):
         expected = reference(**inp)
         torch.testing.assert_close(unet(**inp), expected, rtol=0, atol=0)
         torch.testing.assert_close(unet2(**inp), expected, rtol=0, atol=0)
+
+
+def test_latent_shards_carry_audio_embeddings(tmp_path):
+    shards = write_latent_shards(tmp_path, audio=True)
+    dm = LatentDataModule(shards, val_shards=shards, batch_size=10, num_workers=0, epoch_length=1)
+    (val,) = list(dm.val_dataloader())
+    assert val["aud_emb"].shape == (10, 16) and val["has_aud"].dtype == torch.bool
+    assert [int(k[4:]) % 2 == 0 for k in val["key"]] == val["has_aud"].tolist()
+    assert torch.all(val["aud_emb"][~val["has_aud"]] == 0) and torch.all(val["aud_emb"][val["has_aud"]] != 0)
+    (tmp_path / "p").mkdir()
+    old = write_latent_shards(tmp_path / "p")
+    (plain,) = list(LatentDataModule(old, val_shards=old, batch_size=10, num_workers=0).val_dataloader())
+    assert not plain["has_aud"].any() and not plain["aud_emb"].any()  # shards without audio: zeros, False
+
+
+def test_audio_probability_one_trains_on_the_audio_token_centred_on_its_own_mean():
+    """With ``audio_probability`` 1 every clip with audio conditions on it in the text slot, standardised as
+    (audio - audio mean) / text-slot scale, brought to length sqrt(D): what the Animator's shift gives at sampling."""
+    dm = SyntheticLatentDataModule(
+        size=8, num_frames=4, emb_dim=16, train_length=12, val_length=2, batch_size=12, audio=True
+    )
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["has_aud"].all() and batch["aud_emb"].shape == (12, 16)
+    kw = dict(num_frames=4, image_dropout=0.0, text_dropout=0.0, uncond_dropout=0.0)
+    module = StageTwo(tiny_unet(randomise=False), audio_probability=1.0, **kw)
+    x0, cond = module.inputs(batch, drop=True)
+    unit = lambda e: torch.nn.functional.normalize(e, dim=-1)
+    unet = module.unet
+    torch.testing.assert_close(module.audio_token_mean, unit(batch["aud_emb"]).mean(0))
+    torch.testing.assert_close(unet.token_mean[1], unit(batch["txt_emb"]).mean(0))  # the captions' statistics
+    got = unet.condition_tokens(cond["tokens"], cond["token_mask"], 12)[:, 1]
+    want = (unit(batch["aud_emb"]) - module.audio_token_mean) / unet.token_scale[1]
+    want = want * 16**0.5 / want.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, unet.condition_tokens(torch.stack([unit(batch["img_emb"])] * 2, 1), None, 12)[:, 1])
+    loss = module.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    assert module.extra()["audio_token_mean"] == module.audio_token_mean.tolist()
+
+    text_only = StageTwo(tiny_unet(randomise=False), audio_probability=0.0, **kw)
+    _, cond = text_only.inputs(batch, drop=True)
+    torch.testing.assert_close(cond["tokens"][:, 1], unit(batch["txt_emb"]))
+    _, cond = module.inputs(batch, drop=False)  # validation keeps the captions
+    torch.testing.assert_close(cond["tokens"][:, 1], unit(batch["txt_emb"]))
