@@ -18,8 +18,9 @@ the same seed without it, and returns ``(result, contact_rows)``: a JSON-able di
 * :func:`long_clip_section`: a clip of more than 100 frames sampled in windows (step at a join / median
   step, drift of the motion from the first window to the last, seconds per frame at two lengths) and a
   loop repeated to 4 s at 24 fps;
-* :func:`prompt_accuracy`: family accuracy of samples conditioned on a given embedding per clip (text
-  captions or the clips' own soundtracks).
+* :func:`audio_section`: family accuracy of samples prompted by fresh soundtracks of each family;
+* :func:`prompt_accuracy`: family accuracy of samples conditioned on a prompt per clip (a caption, a
+  soundtrack).
 
 What could fool them: S and the mask edit are exact by construction, so their rendered numbers check
 the implementation, not the model; guidance-alone numbers (the mask share before the edit, the drag
@@ -297,3 +298,44 @@ def long_clip_section(
         "note": "a clip of I_0 + windows of K frames, each window's first frames fixed to the previous one's last; "
         "join = step into a new window / median step; drift = mean displacement of the last window / the first",
     }, [(f"long clip, frames 0-{min(8, len(clip.frames))}", clip.frames), ("long clip, last frames", clip.frames[-8:])]
+
+
+AUDIO_SEED = 20261203  # the report's soundtracks are fresh ones, not the training clips'
+
+
+def audio_section(
+    animator: Animator,
+    classifier: FamilyClassifier,
+    val: list[dict],
+    options: AnimationOptions,
+    clips_per_family: int,
+    trained_with_audio: bool,
+) -> dict:
+    """Family accuracy of samples prompted by a fresh soundtrack of each family (as ``--audio`` gives it).
+
+    Each trial pairs a held-out first frame with a newly synthesised soundtrack
+    (:func:`lvmm.datasets.soundtrack.make_soundtrack`, new parameters and noise) as long as a training clip
+    plays; the classifier reads the family off the generated motion. Skipped unless stage two was trained
+    with audio in its text slot.
+    """
+    from lvmm.datasets.procedural import DEFAULT_FPS, sample_params
+    from lvmm.datasets.soundtrack import SAMPLE_RATE, make_soundtrack
+
+    if not trained_with_audio:
+        return {"skipped": "stage two was trained without audio conditioning"}
+    rng = np.random.default_rng(AUDIO_SEED)
+    seconds = (int(animator.extra["num_frames"]) + 1) / DEFAULT_FPS
+    trials = []
+    for i, family in enumerate(FAMILIES):
+        for j in range(clips_per_family):
+            image = val[(i * clips_per_family + j) % len(val)]["first"]
+            wave = make_soundtrack(
+                family, sample_params(family, rng, *image.shape[:2]), seconds, seed=AUDIO_SEED, index=j
+            )
+            trials.append((i, image, {"audio": (torch.from_numpy(wave), SAMPLE_RATE)}))
+    result = prompt_accuracy(animator, classifier, trials, options)
+    result["note"] = (
+        f"a fresh {seconds:.2f}-s soundtrack per trial (the training clips' length), a held-out first frame, "
+        f"CFG weight {options.guidance_scale:g}"
+    )
+    return result

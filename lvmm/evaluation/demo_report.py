@@ -333,6 +333,12 @@ def controls_section(animator: Animator, classifier: FamilyClassifier, val: list
             label, frames = rows[-1]
             if name != "long_clip":
                 write(name, frames, 8.0)
+    print("[report] controls: audio prompts", flush=True)
+    t0 = time.time()
+    cfg = AnimationOptions(steps=s.steps, guidance_scale=s.guidance_scale)
+    trained = animator.extra.get("audio_token_mean") is not None  # stage two saw audio tokens in training
+    result["audio"] = cr.audio_section(animator, classifier, val, cfg, s.clips_per_family, trained)
+    result["audio"]["report_seconds"] = time.time() - t0
     return result
 
 
@@ -685,6 +691,7 @@ def build_report(s: ReportSettings) -> dict:
     timing_section(animator, s, report, timings)
     print("[report] motion controls", flush=True)
     report["controls"] = controls_section(animator, classifier, val, s)
+    report["controls"]["audio"]["text_accuracy"] = report["conditioning"]["accuracy"]
     write_figures(report, contact_rows, out, s)
     targets = targets_of(report)
     report["targets"] = {k: {"met": bool(ok), "value": v} for k, (ok, v) in targets.items()}

@@ -54,6 +54,8 @@ def test_demo_pipeline_end_to_end(tmp_path):
     }
     assert set(report["controls"]) >= {"strength", "amount", "brush", "drag", "long_clip"}
     assert "skipped" not in report["controls"]["amount"]  # the demo trains stage two with the motion amount
+    audio = report["controls"]["audio"]  # and with the corpus' soundtracks in the text slot
+    assert "skipped" not in audio and audio["clips"] == 6 and "text_accuracy" in audio
     assert report["controls"]["strength"]["zero_is_the_photo"] and report["controls"]["long_clip"]["frames"] == 120
     for name in ("strength", "amount", "brush", "drag", "long_clip"):
         assert (out / "report" / f"controls_{name}.png").exists()
