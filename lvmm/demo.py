@@ -38,6 +38,7 @@ class Preset:
     loop_seeds: int = 4  # seeds per photo for the report's loop, pop and sharpness measures
     amount_images: int = 2  # held-out first frames per family for the motion amount's correlation
     control_clips: int = 4  # clips per family and motion amount for the report's accuracy at each amount
+    long_clip_frames: int = 120  # the report's long clip, sampled in windows (5 s at 24 fps)
 
 
 PRESETS = {
@@ -67,6 +68,7 @@ PRESETS = {
         loop_seeds=1,
         amount_images=1,
         control_clips=1,
+        long_clip_frames=24,
     ),
 }
 HELD_OUT_PHOTOS = ("coffee", "rocket")
@@ -408,6 +410,8 @@ class Demo:
                 p.amount_images,
                 "--control-clips",
                 p.control_clips,
+                "--long-clip-frames",
+                p.long_clip_frames,
                 *ib,
             ],
             log,

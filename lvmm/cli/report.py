@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="held-out first frames per family for the motion amount's correlation",
     )
     p.add_argument(
+        "--long-clip-frames",
+        type=int,
+        default=ReportSettings.long_clip_frames,
+        help="frames of the long clip sampled in windows",
+    )
+    p.add_argument(
         "--control-clips",
         type=int,
         default=ReportSettings.control_clips,

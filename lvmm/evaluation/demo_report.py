@@ -61,6 +61,7 @@ class ReportSettings:
     loop_seeds: int = 4
     amount_images: int = 2  # held-out first frames per family for the motion amount's correlation
     control_clips: int = 4  # clips per family and amount for the family accuracy at each motion amount
+    long_clip_frames: int = 120  # frames of the report's long clip (5 s at 24 fps)
 
 
 def read_latents(folder: Path) -> list[dict]:
@@ -308,7 +309,8 @@ def controls_section(animator: Animator, classifier: FamilyClassifier, val: list
     out = s.out
     (out / "clips").mkdir(parents=True, exist_ok=True)
     options = AnimationOptions(steps=s.steps)
-    photos = [at_side(read_image(p), CONTROL_SIDE) for p in s.photos]
+    photos = [read_image(p) for p in s.photos]
+    photos = [at_side(p, min(CONTROL_SIDE, *p.shape[:2])) for p in photos]  # never upsampled
     seeds = list(range(max(1, s.loop_seeds // 2)))
     # each held-out clip's motion amount: controls.motion_amount of its decoded field, here already in pixels
     amounts = decoded_fields(animator.motion, val).norm(dim=2).flatten(1).mean(1).tolist()
@@ -317,12 +319,13 @@ def controls_section(animator: Animator, classifier: FamilyClassifier, val: list
         write_video(out / "clips" / f"{name}.mp4", frames, fps)
 
     result, per_amount = {}, (s.amount_images, s.control_clips)
+    long_clip = (s.loop_guidance, write, s.long_clip_frames)
     for name, run in (
         ("strength", lambda: cr.strength_section(animator, photos[0], options)),
         ("amount", lambda: cr.amount_section(animator, classifier, val, amounts, options, *per_amount)),
         ("brush", lambda: cr.brush_section(animator, photos, seeds, options)),
         ("drag", lambda: cr.drag_section(animator, photos, seeds, options)),
-        ("long_clip", lambda: cr.long_clip_section(animator, photos[0], options, s.loop_guidance, write)),
+        ("long_clip", lambda: cr.long_clip_section(animator, photos[0], options, *long_clip)),
     ):
         print(f"[report] controls: {name}", flush=True)
         t0 = time.time()

@@ -56,7 +56,7 @@ def test_demo_pipeline_end_to_end(tmp_path):
     assert "skipped" not in report["controls"]["amount"]  # the demo trains stage two with the motion amount
     audio = report["controls"]["audio"]  # and with the corpus' soundtracks in the text slot
     assert "skipped" not in audio and audio["clips"] == 6 and "text_accuracy" in audio
-    assert report["controls"]["strength"]["zero_is_the_photo"] and report["controls"]["long_clip"]["frames"] == 120
+    assert report["controls"]["strength"]["zero_is_the_photo"] and report["controls"]["long_clip"]["frames"] == 24
     for name in ("strength", "amount", "brush", "drag", "long_clip"):
         assert (out / "report" / f"controls_{name}.png").exists()
     assert read_video(out / "report" / "clips" / "loop_4s.mp4")[0].shape[0] == 4 * 24
