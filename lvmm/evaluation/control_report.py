@@ -79,16 +79,19 @@ def prompt_accuracy(
     classifier: FamilyClassifier,
     trials: Sequence[tuple[int, np.ndarray, dict]],
     options: AnimationOptions,
+    seeds: Sequence[int] | None = None,
 ) -> dict:
     """Family accuracy of conditioned samples: ``trials`` are (label, first frame, prompt keywords of ``animate``).
 
-    The keywords name the prompt: ``{"prompt": caption}``, ``{"audio": path}`` or ``{"prompt_embedding": e}``.
-    Returns the accuracy, chance, the ratio and the confusion matrix (rows: requested family).
+    The keywords name the prompt: ``{"prompt": caption}`` or ``{"audio": path or (waveform, rate)}``.
+    ``seeds``: one per trial (default ``7919 n + label`` for trial n). Returns the accuracy, chance, the
+    ratio and the confusion matrix (rows: requested family).
     """
     confusion = np.zeros((len(FAMILIES), len(FAMILIES)), dtype=int)
     hits = []
     for n, (label, image, prompt) in enumerate(trials):
-        clip = animator.animate(image, [7919 * n + label], options, **prompt)[0]
+        seed = 7919 * n + label if seeds is None else int(seeds[n])
+        clip = animator.animate(image, [seed], options, **prompt)[0]
         guess = int(classifier.predict(pixels(clip.fields[1:])[None])[0])  # frame 0 is the photo's identity field
         confusion[label, guess] += 1
         hits.append(guess == label)

@@ -102,12 +102,6 @@ def decoded_fields(motion, latents, batch: int = 64):
     return torch.cat(out)
 
 
-def to_pixels(fields):
-    from lvmm.warp import normalised_to_pixels
-
-    return normalised_to_pixels(fields[..., :2, :, :].float(), *fields.shape[-2:])
-
-
 def at_side(image: np.ndarray, side: int) -> np.ndarray:
     """uint8 ``image`` resized (bicubic, antialiased) to a short side of ``side`` and an even long side."""
     import torch.nn.functional as F
@@ -153,30 +147,17 @@ def conditioning_section(
     captions = {
         f: sorted({r["json"]["caption"] for r in train if r["json"]["label"] == i}) for i, f in enumerate(FAMILIES)
     }
+    from lvmm.evaluation.control_report import prompt_accuracy
+
     options = AnimationOptions(steps=s.steps, guidance_scale=s.guidance_scale)
-    predictions, confusion = [], np.zeros((len(FAMILIES), len(FAMILIES)), dtype=int)
+    trials, seeds = [], []
     for i, family in enumerate(FAMILIES):
-        if not captions[family]:
-            continue
-        for j in range(s.clips_per_family):
+        for j in range(s.clips_per_family if captions[family] else 0):
             image = val[(i * s.clips_per_family + j) % len(val)]["first"]
-            prompt = captions[family][j % len(captions[family])]
-            clip = animator.animate(image, [1000 * i + j], options, prompt=prompt)[0]
-            fields = clip.fields[1:]  # drop the identity frame
-            guess = int(classifier.predict(to_pixels(fields)[None])[0])
-            confusion[i, guess] += 1
-            predictions.append(guess == i)
-    accuracy = float(np.mean(predictions)) if predictions else float("nan")
-    chance = 1.0 / len(FAMILIES)
-    return {
-        "accuracy": accuracy,
-        "chance": chance,
-        "ratio_to_chance": accuracy / chance,
-        "classifier_on_true_val_clips": reference,
-        "clips": len(predictions),
-        "guidance_scale": s.guidance_scale,
-        "confusion": confusion.tolist(),
-    }
+            trials.append((i, image, {"prompt": captions[family][j % len(captions[family])]}))
+            seeds.append(1000 * i + j)
+    result = prompt_accuracy(animator, classifier, trials, options, seeds)
+    return result | {"classifier_on_true_val_clips": reference, "guidance_scale": s.guidance_scale}
 
 
 def magnitude_section(animator: Animator, val: list[dict], s: ReportSettings) -> dict:
@@ -333,9 +314,8 @@ def controls_section(animator: Animator, classifier: FamilyClassifier, val: list
         result[name]["report_seconds"] = time.time() - t0
         if rows:
             write_image(out / f"controls_{name}.png", contact_sheet(rows, side=128))
-            label, frames = rows[-1]
-            if name != "long_clip":
-                write(name, frames, 8.0)
+            if name != "long_clip":  # the long clip writes its own, at 24 fps
+                write(name, rows[-1][1], 8.0)
     print("[report] controls: audio prompts", flush=True)
     t0 = time.time()
     cfg = AnimationOptions(steps=s.steps, guidance_scale=s.guidance_scale)
