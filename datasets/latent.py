@@ -8,7 +8,8 @@ I_0; ``json`` with the source key, frame indices, reconstruction error, ``label`
 Both data modules yield batches of dicts:
 ``z0`` (B, C, h, w), ``z`` (B, K, C, h, w) = z_1..z_K, ``img_emb``/``txt_emb``/``aud_emb`` (B, D),
 ``has_txt``/``has_aud`` (B,) bool (zeros and False where a clip has no caption / no audio), ``label`` (B,)
-long, ``first`` (B, 3, H, W) float in [0, 1], ``key`` (list of str).
+long, ``amplitude`` (B,) the clip's motion amount from the json's ``frame_amounts`` (nan where the shards
+have none: stage two then measures it), ``first`` (B, 3, H, W) float in [0, 1], ``key`` (list of str).
 
 DDP: training shards are *resampled* (each rank and worker draws shards at random, with replacement)
 and every epoch is cut at ``epoch_length`` batches per rank, so all ranks take the same number of steps
@@ -67,6 +68,11 @@ def decode_latent_sample(raw: dict, num_frames: int | None = None) -> dict:
             raise ValueError(f"{key}: {name}.npy has shape {emb.shape}, img_emb.npy {img_emb.shape}")
     meta = json.loads(raw["json"]) if "json" in raw else {}
     first = np.array(png_from_bytes(raw["first.png"]))
+    amounts = meta.get("frame_amounts")
+    if amounts is not None and len(amounts) < z.shape[0]:
+        raise ValueError(f"{key}: json has {len(amounts)} frame_amounts for {z.shape[0]} frames")
+    # stage two's motion amount (the mean of the frames'); nan for shards written without it: measured there
+    amplitude = float(np.mean(amounts[: z.shape[0]])) if amounts is not None else float("nan")
     return {
         "z0": torch.from_numpy(motion[0]),
         "z": torch.from_numpy(np.ascontiguousarray(z)),
@@ -76,6 +82,7 @@ def decode_latent_sample(raw: dict, num_frames: int | None = None) -> dict:
         "aud_emb": torch.from_numpy(aud_emb),
         "has_aud": bool(np.any(aud_emb != 0)),
         "label": int(meta.get("label", -1)),
+        "amplitude": torch.tensor(amplitude, dtype=torch.float32),
         "first": torch.from_numpy(first).permute(2, 0, 1).float() / 255.0,
         "key": key,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
+from lvmm.controls import motion_amount
 from lvmm.media import AUDIO_RATE, to_uint8
 from lvmm.motion import MotionModel
 
@@ -57,12 +58,17 @@ class MotionEncoding(pl.LightningModule):
             if with_audio
             else None
         )
+        # each frame's mean displacement (px of the field grid), so stage two's motion amount of any prefix
+        # of the clip needs no decoding while training (lvmm.controls.motion_amount is their mean)
+        fields = self.motion.decode_motion(z[keep, 1:], z[keep, 0])  # (n, K, 3, h, w)
+        frame_amounts = torch.stack([motion_amount(fields[:, k : k + 1]) for k in range(fields.shape[1])], 1)
         records = []
         for n, i in enumerate(keep):
             meta = {k: v for k, v in batch["meta"][i].items() if k != "audio"}  # samples go to aud_emb, not json
             meta = dict(
                 meta,
                 has_audio=n in with_audio,
+                frame_amounts=[round(float(a), 6) for a in frame_amounts[n]],
                 reconstruction_mse=float(mse[i]),
                 threshold=self.threshold,
                 imagebind_weights=self.encoder.weights_id,

@@ -32,10 +32,10 @@ The statistics are buffers of the U-Net and travel with its weights. A U-Net bui
 ``token_whitening`` is given a ZCA whitening matrix per slot (:func:`whitening`) instead of the one scale.
 
 Motion amount: a U-Net built with ``amplitude_condition`` is also given each clip's mean displacement
-(:func:`lvmm.controls.motion_amount`, pixels of the field grid): the batch's ``amplitude`` when it has
-one, otherwise measured from the latents themselves, decoded by the stage-one VAE of
-``motion_checkpoint`` relative to z_0 (latent shards store no amplitude). It is dropped to the null
-embedding with probability ``amplitude_dropout`` and whenever both tokens are dropped together, so
+(:func:`lvmm.controls.motion_amount`, pixels of the field grid): the batch's ``amplitude`` (latent
+shards store each frame's amount, ``frame_amounts``), otherwise measured from the latents themselves,
+decoded by the stage-one VAE of ``motion_checkpoint`` relative to z_0 (shards written without it). It is
+dropped to the null embedding with probability ``amplitude_dropout`` and whenever both tokens are dropped together, so
 classifier-free guidance samples without it.
 """
 
@@ -246,8 +246,9 @@ class StageTwo(pl.LightningModule):
 
     def amplitude(self, batch: dict) -> torch.Tensor:
         """Each clip's motion amount (B,) in pixels of the field grid: the batch's, or measured from its latents."""
-        if "amplitude" in batch:
-            return batch["amplitude"].float()
+        given = batch.get("amplitude")
+        if given is not None and not torch.isnan(given).any():
+            return given.float()
         motion = self.motion_model()
         if motion is None:
             raise ValueError(
@@ -257,7 +258,8 @@ class StageTwo(pl.LightningModule):
         from lvmm.controls import motion_amount
 
         with torch.no_grad():
-            return motion_amount(motion.decode_motion(batch["z"].float(), batch["z0"].float()))
+            measured = motion_amount(motion.decode_motion(batch["z"].float(), batch["z0"].float()))
+        return measured if given is None else torch.where(torch.isnan(given), measured.to(given), given.float())
 
     def inputs(self, batch: dict, drop: bool) -> tuple[torch.Tensor, dict]:
         """Scaled clean sample x0 (B, C, K, h, w) and the U-Net's conditions, tokens dropped when ``drop``."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lvmm import controls
 from lvmm.animation import AnimationError, AnimationOptions, Animator, interpolate_fields
 from lvmm.datasets.latent_encoding import iter_tar_samples, read_manifests
 from lvmm.motion import MotionModel
@@ -111,6 +112,12 @@ def test_encode_motion_matches_stage_one_and_resumes(corpus, tmp_path):
             from_model = motion.decode(direct[key]["z"])
         torch.testing.assert_close(from_shard, from_model, atol=2e-3, rtol=1e-2)  # float16 storage
         assert rec["json"]["caption"] and rec["has_txt"]
+        # each frame's motion amount, so that stage two need not decode the latents to condition on it
+        z = torch.from_numpy(rec["motion"].astype(np.float32))[None]
+        with torch.no_grad():
+            amount = controls.motion_amount(motion.decode_motion(z[:, 1:], z[:, 0]))
+        assert len(rec["json"]["frame_amounts"]) == 8
+        assert np.mean(rec["json"]["frame_amounts"]) == pytest.approx(float(amount), rel=1e-2, abs=1e-3)
     _check_audio_embeddings(corpus, got)
     # a rerun finds every input shard finished and changes nothing
     before = {p.name: p.read_bytes() for p in out.glob("*.tar")}

@@ -72,12 +72,15 @@ def write_latent_shards(
     dim: int = 16,
     image_size: int = 32,
     audio: bool = False,
+    amounts: bool = False,
 ) -> list[str]:
-    """Tiny latent motion shards in the format of docs/data-formats.md; every third clip has no text, and with
-    ``audio`` every even clip has an audio embedding."""
+    """Tiny latent motion shards in the format of docs/data-formats.md; every third clip has no text, with
+    ``audio`` every even clip has an audio embedding, and with ``amounts`` clip n's json has the
+    ``frame_amounts`` n + 0.1 k, k = 1..K."""
     import webdataset as wds
 
     rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
     paths = []
     for s in range(shards):
         path = root / f"latents-{s:06d}.tar"
@@ -96,6 +99,7 @@ def write_latent_shards(
                             "recon_error": 1.0,
                             "label": n % 6,
                             "caption": "" if n % 3 == 0 else "x",
+                            **({"frame_amounts": [n + 0.1 * k for k in range(1, clip_frames)]} if amounts else {}),
                         }
                     ).encode(),
                 }
