@@ -64,10 +64,12 @@ DEFAULT_LOOP_GUIDANCE = 2e4
 """mu of loop self-guidance when a loop is asked for without one (what suits the tiny demo model)."""
 
 DEFAULT_LOOP_RUSH = 0.002
-"""Weight of loop guidance's rush term (:class:`~lvmm.diffusion.LoopGuidance`). On the demo model (8
-loops of 2 held-out photos, DDIM-50), the pull alone (mu = 1e4) left a wrap 2.51x an ordinary step
-(fields; 1.68 in frames); mu = 2e4 with this weight gave 1.06 (0.89) and kept 0.92 of the motion,
-where 0.003 overshot into holds (0.67) and mu = 1e4 with 0.0025 kept only 0.80 (docs/design.md)."""
+"""Weight of loop guidance's rush term (:class:`~lvmm.diffusion.LoopGuidance`), two-sided: the last step
+is pulled to the mean step from above (a jump back) and from below (a hold). On the demo model of
+2026-12-04 (8 loops of the 2 held-out photos at seeds the report does not use, DDIM-50, mu = 2e4) the
+wrap ratio was 1.23 in the fields (per loop 1.00-1.62) and 0.95 of the motion was kept; the one-sided
+term of the same weight held instead (0.36) and without the term the loops jumped (1.27, per loop
+0.55-2.53). Weights 0.001-0.004 gave 1.19-1.23 (docs/design.md, A rush term, scale-free)."""
 
 DEFAULT_GUIDANCE_SCALE = 3.0
 """Classifier-free weight w of an animation unless one is asked for. Without guidance the demo model's
@@ -92,8 +94,16 @@ to 0.96 at 1e3 and overshot at 1e4; the drag term, whose loss is normalised by i
 by the whole field, cut its loss 0.81 -> 0.23 at 200 and overshot at 500). Not tuned on the demo model;
 the field edits make both controls exact regardless."""
 
-DEFAULT_WINDOW_OVERLAP = 2
-"""Frames each window of a long clip shares with the previous one (fixed to it while sampling)."""
+DEFAULT_WINDOW_OVERLAP = 1
+"""Frames each window of a long clip takes from the previous one (fixed to it while sampling)."""
+
+DEFAULT_WINDOW_BLEND = 3
+"""Frames after those that each window of a long clip samples anew and cross-fades with the previous
+window's (linearly, over ``window_blend + 1`` steps; fewer when K is small). On the demo model of
+2026-12-04 (48-frame clips of the 2 held-out photos, seeds 100-101, DDIM-50, CFG w = 3), replacement alone
+(2 fixed frames, no blend) left the steps into a new window 1.53-1.96x the median step in the frames
+(1.90-1.96 in the fields), and so did 4 fixed frames; 1 fixed + 3 cross-faded gave 1.08-1.24 (1.07-1.35)
+at 1.5x the windows. Windows sit K - 4 frames apart."""
 
 
 class AnimationError(ValueError):
@@ -134,7 +144,8 @@ class AnimationOptions:
     drag_radius: float = controls.DRAG_RADIUS  # Gaussian neighbourhood, fraction of the short side
     control_schedule: tuple[float, float] = (CONTROL_GUIDANCE_START, 1.0)  # where mask/drag guidance act
     total_frames: int | None = None  # frames as played (long clips); None: one clip or loop
-    window_overlap: int = DEFAULT_WINDOW_OVERLAP  # long clips: frames shared by neighbouring windows
+    window_overlap: int = DEFAULT_WINDOW_OVERLAP  # long clips: frames each window takes from the previous one
+    window_blend: int = DEFAULT_WINDOW_BLEND  # long clips: further shared frames, cross-faded between windows
 
 
 @dataclass
@@ -399,7 +410,7 @@ class Animator:
         """Latent motion z_1..z_N (B, N, C, hz, wz): one window of K frames, or for a long clip windows whose
         first frames are fixed to the previous window's last ones (one generator per seed across them)."""
         b = len(seeds)
-        n_gen, length, starts = ctl["plan"]
+        n_gen, length, starts, blend = ctl["plan"]
         generators = generators_for(seeds)
         total_steps = options.steps * len(starts)
         amplitude = None
@@ -409,10 +420,11 @@ class Animator:
         for w_index, s0 in enumerate(starts):
             known = known_frames = None
             if z_all is not None:  # continue the clip: the first frames are the previous window's last ones
-                o = z_all.shape[1] - s0
+                o = z_all.shape[1] - s0  # shared frames: the fixed ones, then the cross-faded ones
+                fixed = controls.fixed_frames(o, blend)
                 known = torch.zeros(b, length, *z_all.shape[2:], device=z_all.device, dtype=z_all.dtype)
-                known[:, :o] = z_all[:, s0:]
-                known_frames = torch.arange(length) < o
+                known[:, :fixed] = z_all[:, s0 : s0 + fixed]
+                known_frames = torch.arange(length) < fixed
             step_cb = None if callback is None else (lambda i, n, w=w_index: callback(w * n + i, total_steps))
             z = sample_motion(
                 self._prompt_denoiser(cond),
@@ -439,7 +451,16 @@ class Animator:
                 known_frames=known_frames,
                 generators=generators,
             )  # (B, length, C, hz, wz)
-            z_all = z if z_all is None else torch.cat([z_all, z[:, z_all.shape[1] - s0 :]], 1)
+            if z_all is None:
+                z_all = z
+                continue
+            o = z_all.shape[1] - s0
+            fixed = controls.fixed_frames(o, blend)
+            a = torch.arange(1, o - fixed + 1, device=z.device, dtype=z.dtype) / (o - fixed + 1)  # 0 < a < 1
+            a = a.view(1, -1, 1, 1, 1)
+            z_all = z_all.clone()
+            z_all[:, s0 + fixed :] = (1 - a) * z_all[:, s0 + fixed :] + a * z[:, fixed:o]  # the cross-fade
+            z_all = torch.cat([z_all, z[:, o:]], 1)
         return z_all[:, :n_gen]
 
     def _decode(
@@ -503,14 +524,16 @@ class Animator:
             metrics["mask_share"] = controls.mask_energy_share(generated, ctl["grid_mask"].to(generated.device))
         if ctl["drags"]:
             metrics["drag_error_px"] = max(controls.drag_endpoint_error(generated.cpu(), ctl["drags"], photo, loop))
-        starts = ctl["plan"][2]
+        _, _, starts, blend = ctl["plan"]
         if len(starts) > 1:
-            joins = [s0 + options.window_overlap for s0 in starts[1:]]  # step j -> j + 1 enters a new window
-            at = [j * options.slow_motion for j in joins if j * options.slow_motion < len(frames) - 1]
+            # step j -> j + 1 leaves the fixed frames; the cross-fade spans blend + 1 steps from there
+            fixed = controls.fixed_frames(options.window_overlap + blend, blend)
+            joins = [(s0 + fixed) * options.slow_motion for s0 in starts[1:]]
+            span = (blend + 1) * options.slow_motion
             metrics.update(
                 windows=len(starts),
-                join_frames=controls.join_ratio(frames, at),
-                join_fields=controls.join_ratio(played_px, at),
+                join_frames=controls.join_ratio(frames, joins, span),
+                join_fields=controls.join_ratio(played_px, joins, span),
             )
         return metrics
 
@@ -546,12 +569,15 @@ class Animator:
         if options.total_frames is not None and options.total_frames < 3:
             raise AnimationError(f"a clip needs at least 3 frames, got total_frames={options.total_frames}")
         if options.total_frames is None or loop:
-            plan = (k, k, [0])
+            plan = (k, k, [0], 0)
         else:
             n_gen = max(2, -(-(options.total_frames - 1) // options.slow_motion))
             length = min(k, n_gen)
             try:
-                plan = (n_gen, length, controls.window_starts(n_gen, length, options.window_overlap))
+                # short windows (K - 1 shared frames at most) cross-fade fewer frames
+                blend = max(0, min(options.window_blend, length - 1 - options.window_overlap))
+                shared = options.window_overlap + blend
+                plan = (n_gen, length, controls.window_starts(n_gen, length, shared), blend)
             except ValueError as e:
                 raise AnimationError(str(e)) from None
         n_gen = plan[0]

@@ -347,23 +347,32 @@ def window_starts(total: int, window: int, overlap: int) -> list[int]:
     return starts
 
 
+def fixed_frames(shared: int, blend: int) -> int:
+    """Of the ``shared`` frames a window of a long clip has in common with the previous one, how many are fixed
+    to it (the rest, up to ``blend``, are sampled anew and cross-faded): at least one whenever any is shared."""
+    return min(shared, max(shared - blend, 1))
+
+
 def tile_loop(frames: np.ndarray, total: int) -> np.ndarray:
     """A loop's played frames (T, ...) repeated cyclically to ``total`` frames (a view-free copy)."""
     idx = np.arange(total) % len(frames)
     return frames[idx]
 
 
-def join_ratio(sequence, joins: Sequence[int]) -> float:
-    """Mean step into the frames at ``joins`` (step j -> j + 1 for each join j) / median step of ``sequence``.
+def join_ratio(sequence, joins: Sequence[int], span: int = 1) -> float:
+    """Step at the joins / median step of ``sequence``: for each join j, the mean of the ``span`` steps
+    j -> j + 1 .. j + span - 1 -> j + span (a join cross-faded over several frames), averaged over the joins.
 
     1: the joins are ordinary steps; well above 1: they jump. ``sequence`` (T, ...) tensors or uint8 frames.
     """
     from lvmm.evaluation.motion_metrics import EPS, steps
 
     s = steps(sequence)
+    joins = [j for j in joins if j < len(s)]
     if not joins:
         return float("nan")
-    return float(s[list(joins)].mean()) / max(float(s.median()), EPS)
+    at = [float(s[j : j + span].mean()) for j in joins]
+    return float(np.mean(at)) / max(float(s.median()), EPS)
 
 
 # ---------------------------------------------------------------------------------------------- command line

@@ -116,6 +116,10 @@ def test_stage_two_measures_the_amount_from_decoded_latents_and_drops_it(animato
     motion = tiny_motion_model()
     torch.testing.assert_close(amount, controls.motion_amount(motion.decode_motion(z, z0)))
     assert amount[0] == pytest.approx(0.0, abs=1e-6) and amount[2] > amount[1] > 0  # z = z0: no motion
+    # the amounts latent shards store are used as they are; a nan (shards without them) is measured
+    given = torch.tensor([5.0, float("nan"), 7.0])
+    expected = torch.stack([given[0], amount[1], given[2]])
+    torch.testing.assert_close(module.amplitude(dict(batch, amplitude=given)), expected)
     _, cond = module.inputs(batch, drop=True)
     assert not cond["amplitude_mask"].any()  # amplitude_dropout = 1 drops every amount
     _, cond = module.inputs(batch, drop=False)
@@ -278,11 +282,14 @@ def test_join_ratio_sees_a_jump():
     jumpy[6:] += 5
     assert controls.join_ratio(smooth, [5]) == pytest.approx(1.0)
     assert controls.join_ratio(jumpy, [5]) == pytest.approx(6.0)
+    assert controls.join_ratio(jumpy, [4], span=3) == pytest.approx(8 / 3)  # steps 1, 6, 1: a jump in a span
+    assert controls.fixed_frames(4, 3) == 1 and controls.fixed_frames(2, 0) == 2 and controls.fixed_frames(0, 3) == 0
 
 
 def test_long_clips_windows_and_repeated_loops(animators):
     an, photo = animators["plain"], _photo()
-    long = an.animate(photo, [0], AnimationOptions(steps=2, total_frames=12))[0]
+    replaced = AnimationOptions(steps=2, total_frames=12, window_overlap=2, window_blend=0)
+    long = an.animate(photo, [0], replaced)[0]
     assert long.frames.shape == (12, H, W, 3) and long.frames.dtype == np.uint8
     assert np.array_equal(long.frames[0], photo) and long.metrics["windows"] == 5
     assert np.isfinite(long.metrics["join_frames"]) and np.isfinite(long.metrics["join_fields"])
@@ -290,6 +297,11 @@ def test_long_clips_windows_and_repeated_loops(animators):
     # first window equals a plain 4-frame clip of the same seed
     short = an.animate(photo, [0], AnimationOptions(steps=2))[0]
     assert np.array_equal(long.frames[:5], short.frames)
+    # cross-faded (the default; K = 4 leaves room for 1 fixed + 2 blended frames): windows one frame apart,
+    # the first window kept up to its fixed frame, the blended ones between the two windows' versions
+    faded = an.animate(photo, [0], AnimationOptions(steps=2, total_frames=12))[0]
+    assert faded.frames.shape == (12, H, W, 3) and faded.metrics["windows"] == 8
+    assert np.array_equal(faded.frames[:3], short.frames[:3]) and not np.array_equal(faded.frames[3], short.frames[3])
     loop = an.animate(photo, [0], AnimationOptions(steps=2, loop_guidance=10.0, total_frames=10))[0]
     assert loop.frames.shape[0] == 10 and np.array_equal(loop.frames[3:6], loop.frames[:3])  # K - 1 = 3 per cycle
     # a drag with a long clip: the last window runs past the clip's end, where drag guidance (on from 30 %
@@ -302,7 +314,7 @@ def test_a_clip_of_over_100_frames_in_windows(animators):
     an, photo = animators["plain"], _photo()
     clip = an.animate(photo, [0], AnimationOptions(steps=1, total_frames=101))[0]
     assert clip.frames.shape == (101, H, W, 3) and clip.frames.dtype == np.uint8
-    assert np.array_equal(clip.frames[0], photo) and clip.metrics["windows"] == 49
+    assert np.array_equal(clip.frames[0], photo) and clip.metrics["windows"] == 97
     assert np.isfinite(clip.metrics["join_frames"]) and not np.array_equal(clip.frames[-1], clip.frames[50])
 
 

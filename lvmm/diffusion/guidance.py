@@ -124,8 +124,9 @@ class LoopGuidance(EnergyGuidance):
     plus an optional rush term and an optional velocity term.
 
     The pull alone closes the loop by rushing: the clip drifts and its last step jumps back to z_1
-    (docs/design.md, Loops that rush back). The rush term ``rush_weight * s_K / mean_k s_k``, with
-    ``s_k = mean |z_{k+1} - z_k|``, penalises a last step larger than the clip's mean step. It is
+    (docs/design.md, Loops that rush back). The rush term ``rush_weight * |s_K / mean_k s_k - 1|``, with
+    ``s_k = mean |z_{k+1} - z_k|``, penalises a last step larger than the clip's mean step (a jump back)
+    and one smaller (a hold: a one-sided version overshot into holds on a retrained model). It is
     scale-free, so unlike the velocity term it cannot be lowered by shrinking the whole motion.
 
     Args:
@@ -160,7 +161,7 @@ class LoopGuidance(EnergyGuidance):
             loss = loss + self.velocity_weight * (end_velocity - start_velocity).abs().flatten(1).mean(1)
         if self.rush_weight and f.shape[1] >= 3:
             step = (f[:, 1:] - f[:, :-1]).abs().flatten(2).mean(2)  # (B, K-1)
-            loss = loss + self.rush_weight * step[:, -1] / (step.mean(1) + RUSH_EPS)
+            loss = loss + self.rush_weight * (step[:, -1] / (step.mean(1) + RUSH_EPS) - 1).abs()
         return loss
 
 

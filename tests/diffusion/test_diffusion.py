@@ -201,15 +201,18 @@ def _path(steps: list[float]) -> torch.Tensor:
     return pos.view(1, 1, -1, 1, 1).expand(1, 1, -1, 2, 2).clone()
 
 
-def test_loop_rush_term_penalises_a_jump_back_and_ignores_scale():
+def test_loop_rush_term_penalises_a_jump_back_and_a_hold_and_ignores_scale():
     rush = LoopGuidance(weight=1.0, rush_weight=1.0)
     pull = LoopGuidance(weight=1.0)
     rush_term = lambda clip: rush.loss(clip) - pull.loss(clip)
-    # Two clips that end where they started: one turns back smoothly, one drifts and jumps back.
+    # Clips that end where they started: one turns back smoothly, one drifts and jumps back, one
+    # returns early and holds (the last step is nearly still).
     smooth, jump = _path([1.0, 1.0, -1.0, -1.0]), _path([0.5, 0.5, 0.5, -1.5])
-    assert pull.loss(smooth) == pull.loss(jump) == 0  # the pull cannot tell them apart
-    assert rush_term(jump) > 1.5 * rush_term(smooth)  # last step 1.5 / mean 0.75 = 2 against 1
-    torch.testing.assert_close(rush_term(jump), torch.tensor([2.0]), atol=1e-5, rtol=0)
+    hold = _path([1.0, -0.5, -0.25, -0.25])
+    assert pull.loss(smooth) == pull.loss(jump) == pull.loss(hold) == 0  # the pull cannot tell them apart
+    torch.testing.assert_close(rush_term(smooth), torch.tensor([0.0]), atol=1e-5, rtol=0)  # steps all equal
+    torch.testing.assert_close(rush_term(jump), torch.tensor([1.0]), atol=1e-5, rtol=0)  # |1.5 / 0.75 - 1|
+    torch.testing.assert_close(rush_term(hold), torch.tensor([0.5]), atol=1e-5, rtol=0)  # |0.25 / 0.5 - 1|
     # Scale-free: shrinking the whole motion does not lower it (the velocity term's weakness).
     for scale in (0.1, 3.0):
         torch.testing.assert_close(rush_term(scale * jump), rush_term(jump), atol=1e-4, rtol=1e-4)
