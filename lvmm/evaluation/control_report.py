@@ -15,9 +15,9 @@ the same seed without it, and returns ``(result, contact_rows)``: a JSON-able di
 * :func:`drag_section`: drag arrows: end-point error at the drag's frame with guidance alone and with
   the field correction, at the working size, and the motion away from the point against the undragged
   sample (a drag should not freeze or explode the rest of the scene);
-* :func:`long_clip_section`: a clip of more than 100 frames sampled in windows (step at a join / median
-  step, drift of the motion from the first window to the last, seconds per frame at two lengths) and a
-  loop repeated to 4 s at 24 fps;
+* :func:`long_clip_section`: a clip of more than 100 frames sampled in windows (step over a join's
+  cross-fade / median step, drift of the motion from the first window to the last, seconds per frame at
+  two lengths) and a loop repeated to 4 s at 24 fps;
 * :func:`audio_section`: family accuracy of samples prompted by fresh soundtracks of each family;
 * :func:`prompt_accuracy`: family accuracy of samples conditioned on a prompt per clip (a caption, a
   soundtrack).
@@ -298,8 +298,9 @@ def long_clip_section(
         },
         "loop_frames": int(loop.frames.shape[0]),
         "loop_wrap_frames": float(loop.metrics["wrap_frames"]),
-        "note": "a clip of I_0 + windows of K frames, each window's first frames fixed to the previous one's last; "
-        "join = step into a new window / median step; drift = mean displacement of the last window / the first",
+        "note": "a clip of I_0 + windows of K frames, each window's first frame fixed to the previous one's and the "
+        "next 3 cross-faded; join = mean step over a cross-fade / median step; drift = mean displacement of the "
+        "last window / the first",
     }, [(f"long clip, frames 0-{min(8, len(clip.frames))}", clip.frames), ("long clip, last frames", clip.frames[-8:])]
 
 
