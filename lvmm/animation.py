@@ -410,7 +410,7 @@ class Animator:
         """Latent motion z_1..z_N (B, N, C, hz, wz): one window of K frames, or for a long clip windows whose
         first frames are fixed to the previous window's last ones (one generator per seed across them)."""
         b = len(seeds)
-        n_gen, length, starts, blend = ctl["plan"]
+        n_gen, length, starts, fixed, _ = ctl["plan"]
         generators = generators_for(seeds)
         total_steps = options.steps * len(starts)
         amplitude = None
@@ -420,8 +420,6 @@ class Animator:
         for w_index, s0 in enumerate(starts):
             known = known_frames = None
             if z_all is not None:  # continue the clip: the first frames are the previous window's last ones
-                o = z_all.shape[1] - s0  # shared frames: the fixed ones, then the cross-faded ones
-                fixed = controls.fixed_frames(o, blend)
                 known = torch.zeros(b, length, *z_all.shape[2:], device=z_all.device, dtype=z_all.dtype)
                 known[:, :fixed] = z_all[:, s0 : s0 + fixed]
                 known_frames = torch.arange(length) < fixed
@@ -454,8 +452,7 @@ class Animator:
             if z_all is None:
                 z_all = z
                 continue
-            o = z_all.shape[1] - s0
-            fixed = controls.fixed_frames(o, blend)
+            o = z_all.shape[1] - s0  # shared frames: the fixed ones, then the cross-faded ones
             a = torch.arange(1, o - fixed + 1, device=z.device, dtype=z.dtype) / (o - fixed + 1)  # 0 < a < 1
             a = a.view(1, -1, 1, 1, 1)
             z_all = z_all.clone()
@@ -524,10 +521,9 @@ class Animator:
             metrics["mask_share"] = controls.mask_energy_share(generated, ctl["grid_mask"].to(generated.device))
         if ctl["drags"]:
             metrics["drag_error_px"] = max(controls.drag_endpoint_error(generated.cpu(), ctl["drags"], photo, loop))
-        _, _, starts, blend = ctl["plan"]
+        _, _, starts, fixed, blend = ctl["plan"]
         if len(starts) > 1:
             # step j -> j + 1 leaves the fixed frames; the cross-fade spans blend + 1 steps from there
-            fixed = controls.fixed_frames(options.window_overlap + blend, blend)
             joins = [(s0 + fixed) * options.slow_motion for s0 in starts[1:]]
             span = (blend + 1) * options.slow_motion
             metrics.update(
@@ -569,7 +565,7 @@ class Animator:
         if options.total_frames is not None and options.total_frames < 3:
             raise AnimationError(f"a clip needs at least 3 frames, got total_frames={options.total_frames}")
         if options.total_frames is None or loop:
-            plan = (k, k, [0], 0)
+            plan = (k, k, [0], 0, 0)
         else:
             n_gen = max(2, -(-(options.total_frames - 1) // options.slow_motion))
             length = min(k, n_gen)
@@ -577,7 +573,8 @@ class Animator:
                 # short windows (K - 1 shared frames at most) cross-fade fewer frames
                 blend = max(0, min(options.window_blend, length - 1 - options.window_overlap))
                 shared = options.window_overlap + blend
-                plan = (n_gen, length, controls.window_starts(n_gen, length, shared), blend)
+                starts = controls.window_starts(n_gen, length, shared)
+                plan = (n_gen, length, starts, controls.fixed_frames(shared, blend), blend)
             except ValueError as e:
                 raise AnimationError(str(e)) from None
         n_gen = plan[0]
