@@ -1,6 +1,6 @@
 """The main job: built-in data to a seamless loop of a real photograph, with a report.
 
-    bash tools/dev.sh demo                      # the full demo (about 20 minutes on 2 CPU cores)
+    bash tools/dev.sh demo                      # the full demo (about 45 minutes on 2 CPU cores)
     python tools/demo.py --preset test          # the whole pipeline at a smaller size (the test uses this)
 
 Steps, each a command you can also run on its own (the demo prints every command it runs):
