@@ -15,8 +15,8 @@ backward warping ``I_k(x) = I_0(x + d_k(x))``), so each is exact and measurable:
   photo is at (x1, y1) by a chosen frame, along an eased path (and back, for loops); acts as
   :class:`~lvmm.diffusion.guidance.DragGuidance` and as an exact local correction of the decoded
   field; :func:`drag_endpoint_error` measures it;
-* **long clips** (:func:`window_starts`, :func:`tile_loop`, :func:`join_ratio`): loops repeat to any
-  length, other clips are sampled in overlapping windows whose joins are measured.
+* **long clips** (:func:`tile_loop`, :func:`join_ratio`): loops repeat to any length, other clips are
+  denoised as overlapping windows (:mod:`lvmm.diffusion.windows`) whose joins are measured.
 
 Points are in the photo's pixels with pixel centres at integers (x to the right, y down), converted to
 normalised units as ``(2 x + 1) / W - 1`` (``align_corners=False``).
@@ -334,23 +334,6 @@ def drag_endpoint_error(fields: torch.Tensor, drags: Sequence[Drag], size: tuple
 
 
 # ---------------------------------------------------------------------------------------------- long clips
-
-
-def window_starts(total: int, window: int, overlap: int) -> list[int]:
-    """Offsets s of the windows (frames s+1 .. s+window) that cover generated frames 1..total."""
-    if not 0 <= overlap < window:
-        raise ValueError(f"window overlap must be between 0 and {window - 1}, got {overlap}")
-    starts, s = [0], 0
-    while s + window < total:
-        s += window - overlap
-        starts.append(s)
-    return starts
-
-
-def fixed_frames(shared: int, blend: int) -> int:
-    """Of the ``shared`` frames a window of a long clip has in common with the previous one, how many are fixed
-    to it (the rest, up to ``blend``, are sampled anew and cross-faded): at least one whenever any is shared."""
-    return min(shared, max(shared - blend, 1))
 
 
 def tile_loop(frames: np.ndarray, total: int) -> np.ndarray:

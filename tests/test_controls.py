@@ -264,18 +264,6 @@ def test_drag_guidance_pulls_the_field_at_the_path_points():
 # --- 4. long clips ----------------------------------------------------------------------------------
 
 
-def test_known_frames_are_kept_exactly_and_the_rest_sampled():
-    config = DiffusionConfig(prediction_type="epsilon")
-    denoiser = GaussianDenoiser(config, mean=0.0, std=0.5)
-    known = torch.randn(2, 4, 4, 8, 8)
-    frames = torch.tensor([True, True, False, False])
-    cond = {"z0": torch.zeros(2, 4, 8, 8)}
-    x = sample(denoiser, config, (4, 4, 8, 8), cond, seeds=[0, 1], steps=5, known=known, known_frames=frames)
-    assert torch.equal(x[:, :, :2], known[:, :, :2])
-    assert (x[:, :, 2:] - known[:, :, 2:]).abs().mean() > 0.1
-    assert controls.window_starts(10, 4, 2) == [0, 2, 4, 6] and controls.window_starts(4, 4, 2) == [0]
-
-
 def test_join_ratio_sees_a_jump():
     smooth = torch.arange(12.0).view(12, 1)
     jumpy = smooth.clone()
@@ -283,29 +271,28 @@ def test_join_ratio_sees_a_jump():
     assert controls.join_ratio(smooth, [5]) == pytest.approx(1.0)
     assert controls.join_ratio(jumpy, [5]) == pytest.approx(6.0)
     assert controls.join_ratio(jumpy, [4], span=3) == pytest.approx(8 / 3)  # steps 1, 6, 1: a jump in a span
-    assert controls.fixed_frames(4, 3) == 1 and controls.fixed_frames(2, 0) == 2 and controls.fixed_frames(0, 3) == 0
 
 
 def test_long_clips_windows_and_repeated_loops(animators):
     an, photo = animators["plain"], _photo()
-    replaced = AnimationOptions(steps=2, total_frames=12, window_overlap=2, window_blend=0)
-    long = an.animate(photo, [0], replaced)[0]
+    long = an.animate(photo, [0], AnimationOptions(steps=2, total_frames=12))[0]
+    # K = 4: 11 generated frames in windows 2 frames apart (half the window), the last one ending at frame 11
     assert long.frames.shape == (12, H, W, 3) and long.frames.dtype == np.uint8
     assert np.array_equal(long.frames[0], photo) and long.metrics["windows"] == 5
     assert np.isfinite(long.metrics["join_frames"]) and np.isfinite(long.metrics["join_fields"])
-    # the windows continue one another: the shared frames are identical in both windows, so the clip's
-    # first window equals a plain 4-frame clip of the same seed
+    # all windows are denoised together: the first frames differ from a plain 4-frame clip of the same seed
+    # (their windows' neighbours have a say), and a seed's clip does not depend on the batch
     short = an.animate(photo, [0], AnimationOptions(steps=2))[0]
-    assert np.array_equal(long.frames[:5], short.frames)
-    # cross-faded (the default; K = 4 leaves room for 1 fixed + 2 blended frames): windows one frame apart,
-    # the first window kept up to its fixed frame, the blended ones between the two windows' versions
-    faded = an.animate(photo, [0], AnimationOptions(steps=2, total_frames=12))[0]
-    assert faded.frames.shape == (12, H, W, 3) and faded.metrics["windows"] == 8
-    assert np.array_equal(faded.frames[:3], short.frames[:3]) and not np.array_equal(faded.frames[3], short.frames[3])
+    assert not np.array_equal(long.frames[1:5], short.frames[1:5])
+    pair = an.animate(photo, [5, 0], AnimationOptions(steps=2, total_frames=12))
+    assert torch.allclose(pair[1].fields, long.fields, atol=1e-5)
+    strided = an.animate(photo, [0], AnimationOptions(steps=2, total_frames=12, window_stride=1))[0]
+    assert strided.metrics["windows"] == 8
+    with pytest.raises(AnimationError, match="stride"):
+        an.animate(photo, [0], AnimationOptions(steps=2, total_frames=12, window_stride=0))
     loop = an.animate(photo, [0], AnimationOptions(steps=2, loop_guidance=10.0, total_frames=10))[0]
     assert loop.frames.shape[0] == 10 and np.array_equal(loop.frames[3:6], loop.frames[:3])  # K - 1 = 3 per cycle
-    # a drag with a long clip: the last window runs past the clip's end, where drag guidance (on from 30 %
-    # of the steps) once failed on the path's length
+    # a drag with a long clip: guidance sees the whole clip's path at once
     dragged = an.animate(photo, [0], AnimationOptions(steps=4, total_frames=12, drags=["30,32,40,32"]))[0]
     assert dragged.frames.shape[0] == 12 and dragged.metrics["drag_error_px"] < 0.5
 
@@ -314,7 +301,7 @@ def test_a_clip_of_over_100_frames_in_windows(animators):
     an, photo = animators["plain"], _photo()
     clip = an.animate(photo, [0], AnimationOptions(steps=1, total_frames=101))[0]
     assert clip.frames.shape == (101, H, W, 3) and clip.frames.dtype == np.uint8
-    assert np.array_equal(clip.frames[0], photo) and clip.metrics["windows"] == 97
+    assert np.array_equal(clip.frames[0], photo) and clip.metrics["windows"] == 49
     assert np.isfinite(clip.metrics["join_frames"]) and not np.array_equal(clip.frames[-1], clip.frames[50])
 
 

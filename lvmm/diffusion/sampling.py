@@ -16,9 +16,8 @@ RNG either); a seed gives the same sample whatever the batch it is drawn in.
 Latent scale: the network works on latents multiplied by ``latent_scale`` (about unit std); guidance
 terms and the returned samples are in data units (divided by it again).
 
-Known frames (long clips made of windows): :class:`KnownFrames` replaces, after every step, the known
-frames of x_t by the known latents noised to the step's level, and by the latents themselves at the
-end (RePaint's replacement), so the other frames are sampled to fit them.
+Long sequences: the network may be a :class:`~lvmm.diffusion.windows.WindowedDenoiser`, which runs a
+network of K frames on overlapping windows of a longer x_t; the loop does not know the difference.
 """
 
 from __future__ import annotations
@@ -117,35 +116,6 @@ class GuidedDenoiser:
         return (eps + sigma * grad).detach()
 
 
-class KnownFrames:
-    """Frames of the sample fixed to known latents by replacement (RePaint), for windows that continue a clip.
-
-    Args:
-        latents: (B, C, T, h, w) in the network's units (scaled, offset removed); only the known frames matter.
-        known: (T,) bool, which frames are known.
-        config: the diffusion config (the forward process that noises the known latents).
-    """
-
-    def __init__(self, latents: torch.Tensor, known: torch.Tensor, config: DiffusionConfig):
-        self.latents, self.known = latents, torch.as_tensor(known, dtype=torch.bool)
-        self.diffusion = Diffusion(config, min_snr_gamma=None)
-
-    def __call__(self, x: torch.Tensor, t: int | None, generators: list[torch.Generator] | None) -> torch.Tensor:
-        """x (B, C, T, h, w) with the known frames at noise level t (None: clean); noise from the seeds' generators."""
-        idx = self.known.nonzero().flatten().tolist()
-        if not idx:
-            return x
-        known = self.latents[:, :, idx].to(x)  # (B, C, n, h, w)
-        if t is not None:
-            tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-            a, sig = self.diffusion.alpha_sigma(tt, known)
-            noise = randn_tensor(tuple(known.shape), generator=generators, device=x.device, dtype=x.dtype)
-            known = a.to(x) * known + sig.to(x) * noise
-        x = x.clone()
-        x[:, :, idx] = known
-        return x
-
-
 def generators_for(seeds: Sequence[int]) -> list[torch.Generator]:
     """One CPU generator per seed."""
     return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
@@ -160,12 +130,10 @@ def run_sampler(
     eta: float = 0.0,
     progress: bool = False,
     callback: Callable[[int, int], None] | None = None,
-    known: KnownFrames | None = None,
 ) -> torch.Tensor:
     """Run ``scheduler`` for ``steps`` steps from x_T, stepping on ``denoiser(x_t, t, step, num_steps) -> eps``.
 
     ``callback(step, num_steps)`` is called after each step (step counts from 1), e.g. for a progress bar.
-    ``known`` replaces known frames after every step (:class:`KnownFrames`).
     """
     scheduler.set_timesteps(steps, device=x.device)
     timesteps = scheduler.timesteps
@@ -177,14 +145,10 @@ def run_sampler(
 
         timesteps = tqdm(timesteps, desc="sampling", leave=False)
     n = len(scheduler.timesteps)
-    if known is not None:
-        x = known(x, int(scheduler.timesteps[0]), generators)
     for i, t in enumerate(timesteps):
         t_batch = t.to(x.device).long().expand(x.shape[0])
         eps = denoiser(scheduler.scale_model_input(x, t), t_batch, i, n)
         x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
-        if known is not None:
-            x = known(x, int(scheduler.timesteps[i + 1]) if i + 1 < n else None, generators)
         if callback is not None:
             callback(i + 1, n)
     return x
@@ -208,9 +172,6 @@ def sample(
     progress: bool = False,
     offset: torch.Tensor | None = None,
     callback: Callable[[int, int], None] | None = None,
-    known: torch.Tensor | None = None,
-    known_frames: torch.Tensor | None = None,
-    generators: list[torch.Generator] | None = None,
 ) -> torch.Tensor:
     """Draw one sample per seed from the network; returns latents (len(seeds), *shape) in data units.
 
@@ -230,31 +191,17 @@ def sample(
         offset: the network diffuses data minus this (broadcast to the samples; residual latents: z_0);
             it is added back for the energy terms and to the result.
         callback: ``callback(step, num_steps)`` after each step.
-        known, known_frames: latents (len(seeds), *shape) in data units and a (T,) bool of the frames
-            (dim 1 of ``shape``) fixed to them (:class:`KnownFrames`); the result equals them there.
-        generators: one per seed, to continue (windows of one long clip); default: fresh ones from ``seeds``.
     """
     if steps > config.num_train_timesteps:
         raise ValueError(f"{steps} steps exceed the {config.num_train_timesteps} training timesteps")
     scheduler = make_scheduler(config, sampler)
-    generators = generators_for(seeds) if generators is None else generators
-    if len(generators) != len(seeds):
-        raise ValueError(f"{len(generators)} generators for {len(seeds)} seeds")
+    generators = generators_for(seeds)
     device = torch.device(device) if device is not None else torch.device("cpu")
     x = randn_tensor((len(seeds), *shape), generator=generators, device=device, dtype=dtype)
     x = x * scheduler.init_noise_sigma
     denoiser = GuidedDenoiser(model, config, cond, uncond, guidance, latent_scale, offset)
-    constraint = None
-    if known is not None:
-        net_known = (known.to(device, dtype) - (0 if offset is None else offset)) * latent_scale
-        constraint = KnownFrames(net_known, known_frames, config)
-    x = run_sampler(
-        denoiser, scheduler, x, generators, steps=steps, eta=eta, progress=progress, callback=callback, known=constraint
-    )
-    x = x / latent_scale + (0 if offset is None else offset)
-    if known is not None:  # exactly the known latents (no round trip through the scale)
-        x[:, :, constraint.known] = known.to(x)[:, :, constraint.known]
-    return x
+    x = run_sampler(denoiser, scheduler, x, generators, steps=steps, eta=eta, progress=progress, callback=callback)
+    return x / latent_scale + (0 if offset is None else offset)
 
 
 def motion_conditions(
@@ -323,9 +270,6 @@ def sample_motion(
     z0_scale: float | None = None,
     callback: Callable[[int, int], None] | None = None,
     amplitude: torch.Tensor | None = None,
-    known: torch.Tensor | None = None,
-    known_frames: torch.Tensor | None = None,
-    generators: list[torch.Generator] | None = None,
 ) -> torch.Tensor:
     """Latent motion z_1..z_T (B, T, C, h, w), data units, for first-frame latents ``z0`` (B, C, h, w).
 
@@ -336,9 +280,7 @@ def sample_motion(
     (e.g. :class:`~lvmm.diffusion.guidance.LoopGuidance`). ``residual``: the network was trained on
     z_k - z_0 (stage two's ``residual_latents``), so z_0 is added back; ``z0_scale`` scales the z_0
     condition (default ``latent_scale``). ``amplitude`` (B,) is the requested motion amount
-    (:func:`motion_conditions`); ``known`` (B, T, C, h, w) with ``known_frames`` (T,) bool fixes frames
-    to given latents (data units), the rest sampled to fit them (:class:`KnownFrames`); ``generators``
-    continues given per-seed generators (:func:`sample`).
+    (:func:`motion_conditions`).
     """
     if len(seeds) != z0.shape[0]:
         raise ValueError(f"{len(seeds)} seeds for a batch of {z0.shape[0]} first frames")
@@ -373,8 +315,5 @@ def sample_motion(
         progress=progress,
         offset=z0[:, :, None] if residual else None,
         callback=callback,
-        known=None if known is None else known.transpose(1, 2),
-        known_frames=known_frames,
-        generators=generators,
     )
     return x.transpose(1, 2)  # (B, T, C, h, w)

@@ -15,9 +15,9 @@ the same seed without it, and returns ``(result, contact_rows)``: a JSON-able di
 * :func:`drag_section`: drag arrows: end-point error at the drag's frame with guidance alone and with
   the field correction, at the working size, and the motion away from the point against the undragged
   sample (a drag should not freeze or explode the rest of the scene);
-* :func:`long_clip_section`: a clip of more than 100 frames sampled in windows (step over a join's
-  cross-fade / median step, drift of the motion from the first window to the last, seconds per frame at
-  two lengths) and a loop repeated to 4 s at 24 fps;
+* :func:`long_clip_section`: a clip of more than 100 frames denoised as overlapping windows (step into a
+  window / median step, the largest step / median step, drift of the motion from the first window to the
+  last, seconds per frame at two lengths) and a loop repeated to 4 s at 24 fps;
 * :func:`audio_section`: family accuracy of samples prompted by fresh soundtracks of each family;
 * :func:`prompt_accuracy`: family accuracy of samples conditioned on a prompt per clip (a caption, a
   soundtrack).
@@ -40,7 +40,7 @@ import torch
 from lvmm import controls
 from lvmm.animation import AnimationOptions, Animator
 from lvmm.datasets.procedural import FAMILIES
-from lvmm.evaluation.motion_metrics import FamilyClassifier, mean_magnitude
+from lvmm.evaluation.motion_metrics import EPS, FamilyClassifier, mean_magnitude, steps
 from lvmm.warp import normalised_to_pixels
 
 TARGET_AMOUNT_CORRELATION = 0.9
@@ -281,6 +281,7 @@ def long_clip_section(
     per_window = clip.fields.shape[0] // max(clip.metrics.get("windows", 1), 1)
     first = mean_magnitude(pixels(clip.fields[1 : 1 + per_window]))
     last = mean_magnitude(pixels(clip.fields[-per_window:]))
+    frame_steps = steps(clip.frames)
     loop = animator.animate(image, [0], replace(options, loop_guidance=loop_guidance, total_frames=loop_frames))[0]
     if write is not None:
         write("long_clip", clip.frames, LOOP_FPS)
@@ -296,11 +297,11 @@ def long_clip_section(
             str(short.total_frames): t_short / short.total_frames,
             str(frames): t_long / frames,
         },
+        "largest_step_frames": float(frame_steps.max() / max(float(frame_steps.median()), EPS)),
         "loop_frames": int(loop.frames.shape[0]),
         "loop_wrap_frames": float(loop.metrics["wrap_frames"]),
-        "note": "a clip of I_0 + windows of K frames, each window's first frame fixed to the previous one's and the "
-        "next 3 cross-faded; join = mean step over a cross-fade / median step; drift = mean displacement of the "
-        "last window / the first",
+        "note": "a clip of I_0 + N frames denoised together as overlapping windows of K frames, K / 2 apart; join = "
+        "step into a window's first frame / median step; drift = mean displacement of the last window / the first",
     }, [(f"long clip, frames 0-{min(8, len(clip.frames))}", clip.frames), ("long clip, last frames", clip.frames[-8:])]
 
 

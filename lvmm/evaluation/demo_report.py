@@ -632,7 +632,8 @@ def controls_markdown(c: dict) -> list[str]:
         "### Long clips (`--duration`)",
         "",
         f"{lc['note']}. {lc['frames']} frames in {lc['windows']} windows: join step / median step "
-        f"**{lc['join_frames']:.2f}** (frames), {lc['join_fields']:.2f} (fields); drift {lc['drift']:.2f}. "
+        f"**{lc['join_frames']:.2f}** (frames), {lc['join_fields']:.2f} (fields); largest step / median step "
+        f"{lc.get('largest_step_frames', float('nan')):.2f} (frames); drift {lc['drift']:.2f}. "
         "Seconds per frame: "
         + ", ".join(f"{k} frames {v:.3f}" for k, v in lc["seconds_per_frame"].items())
         + f". A loop repeated to {lc['loop_frames']} frames (4 s at 24 fps): wrap ratio {lc['loop_wrap_frames']:.2f}.",

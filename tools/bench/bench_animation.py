@@ -5,7 +5,7 @@ Sampling, decoding and rendering are all timed, with random weights of the netwo
 build (default: the tiny configs the demo trains, conditioned by the tiny ImageBind). The shapes come
 from the configs (``common.shapes``): the working size from stage one's frames unless ``--size``, the
 U-Net from stage two. 40 frames = I_0 + 39: where the U-Net's window is shorter (the tiny configs'
-K = 8) the clip is sampled in windows that continue each other (``total_frames``), as a user's long clip.
+K = 8) the clip is denoised as overlapping windows (``total_frames``), as a user's long clip.
 
 Rows (one seed each): the baseline DDIM-10 without classifier-free guidance, then DPM-Solver++ 20 with
 guidance at ``lvmm.animation.DEFAULT_GUIDANCE_SCALE`` (the default animation), at the working size

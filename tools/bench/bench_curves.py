@@ -3,8 +3,8 @@
 the number of frames, the photo's resolution and the batch size (seeds drawn together).
 
 The networks are random weights of the named configs (default tiny, as the demo trains them); clips
-longer than the U-Net's window are sampled in windows that continue each other (``total_frames``,
-the library's long-clip code). Each point is one run after a warm-up; memory is the rise of the peak
+longer than the U-Net's window are denoised as overlapping windows (``total_frames``, the library's
+long-clip code). Each point is one run after a warm-up; memory is the rise of the peak
 resident set (CUDA allocator peak on a GPU). Prints one table per curve and saves a PNG (``--out``).
 
     python tools/bench/bench_curves.py --out curves.png                 # small ranges, a few minutes on 2 cores
