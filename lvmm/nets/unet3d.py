@@ -114,7 +114,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return per_frame(lambda f: self.conv(F.interpolate(f, scale_factor=2.0, mode="nearest")), x)
+        return per_frame(self.conv, F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest"))
 
 
 class UNet3D(Configurable, nn.Module):

@@ -119,6 +119,26 @@ def test_video_input_normalises_over_the_clip_and_convolves_each_frame():
             assert torch.allclose(plain(x)[:, :, t], plain(x[:, :, t]), atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "conv",
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=1),
+        dict(kernel_size=3, padding=2, dilation=2, groups=2),
+        dict(kernel_size=3, padding=1, padding_mode="reflect"),  # not zero padding: frames folded into the batch
+    ],
+)
+def test_per_frame_convolution_equals_each_frame_convolved_alone(conv):
+    layer = nn.Conv2d(4, 6, **conv)
+    x = torch.randn(2, 4, 3, 9, 8, generator=torch.Generator().manual_seed(4))  # (B, C, T, H, W)
+    with torch.no_grad():
+        out = per_frame(layer, x)
+        frames = torch.stack([layer(x[:, :, t]) for t in range(3)], dim=2)
+    assert out.shape == frames.shape and torch.allclose(out, frames, atol=1e-5)
+    assert per_frame(nn.Identity(), x) is x
+
+
 def test_zero_init_starts_at_the_skip_path():
     block = ResBlock(4, 8, zero_init=True).eval()
     x = torch.randn(2, 4, 5, 5)
