@@ -6,8 +6,9 @@ least-squares fusion of Bar-Tal et al. 2023 (MultiDiffusion, eq. 3-5) applied to
 rather than to x_{t-1} (the same thing for the first-order samplers, whose update is linear in it).
 Every window sees the same x_t, so the windows agree as the noise falls and no window is conditioned
 on an earlier one's finished frames: there is nothing to drift from and nothing to join, and all
-windows of a step run as one batch. Weights fall towards each window's ends (a tent), so a frame is
-mostly decided by the windows in which it sits in the middle.
+windows of a step run as one batch. Weights fall linearly to almost nothing at each window's ends
+(:func:`window_weights`), so a frame is mostly decided by the windows in which it sits in the middle and
+a window entering or leaving the mean changes nothing abruptly.
 
 :class:`WindowedDenoiser` has the network's call signature, so the sampling loop, classifier-free
 guidance and the energy terms (which see the whole sequence) work unchanged.
@@ -33,10 +34,18 @@ def window_starts(total: int, window: int, stride: int) -> list[int]:
     return starts
 
 
-def tent_weights(window: int) -> torch.Tensor:
-    """(window,) weights of a window's frames: 1 at both ends, rising by 1 per frame towards the middle."""
+EDGE_WEIGHT = 0.01
+"""Weight of a window's first and last frame, against 1 per frame inwards. Not 0, so the clip's first and last
+frames (in one window only) are defined; small, because a frame's mean loses one window and gains another
+at every window start. On the demo model (120-frame clips, K = 8 half a window apart, seeds 0-2, DDIM-50 and
+DPM-Solver++ 20) a tent with weight 1 at the ends made the step into a window's first frame 1.37-1.38x the
+median step (1.62-1.65x in the fields); this, 1.13-1.16x (1.26-1.30x)."""
+
+
+def window_weights(window: int) -> torch.Tensor:
+    """(window,) weights of a window's frames: :data:`EDGE_WEIGHT` at both ends, rising by 1 per frame inwards."""
     k = torch.arange(window, dtype=torch.float32)
-    return torch.minimum(k + 1, window - k)
+    return torch.minimum(k, window - 1 - k) + EDGE_WEIGHT
 
 
 class WindowedDenoiser:
@@ -54,7 +63,7 @@ class WindowedDenoiser:
     def __init__(self, model: Callable[..., torch.Tensor], window: int, stride: int, max_batch: int = 16):
         self.model, self.window, self.stride, self.max_batch = model, int(window), int(stride), max(1, int(max_batch))
         self.cond_dim = getattr(model, "cond_dim", None)
-        self.weights = tent_weights(self.window)
+        self.weights = window_weights(self.window)
 
     def starts(self, frames: int) -> list[int]:
         """Window offsets for a sequence of ``frames`` frames (:func:`window_starts`)."""

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lvmm.diffusion.windows import WindowedDenoiser, tent_weights, window_starts
+from lvmm.diffusion.windows import EDGE_WEIGHT, WindowedDenoiser, window_starts, window_weights
 
 
 def test_window_starts_cover_the_sequence_and_end_at_its_last_frame():
@@ -14,7 +14,9 @@ def test_window_starts_cover_the_sequence_and_end_at_its_last_frame():
     for bad in (0, 5):
         with pytest.raises(ValueError, match="stride"):
             window_starts(10, 4, bad)
-    assert tent_weights(5).tolist() == [1, 2, 3, 2, 1] and tent_weights(4).tolist() == [1, 2, 2, 1]
+    e = EDGE_WEIGHT
+    assert torch.allclose(window_weights(5), torch.tensor([e, 1 + e, 2 + e, 1 + e, e]))
+    assert torch.allclose(window_weights(4), torch.tensor([e, 1 + e, 1 + e, e]))
 
 
 def _frame_local(x, t, z0):
@@ -30,15 +32,16 @@ def test_a_frame_local_network_is_unchanged_by_the_windows():
         assert torch.allclose(out, _frame_local(x, t, z0), atol=1e-6)
 
 
-def test_overlapping_frames_are_the_tent_weighted_mean_of_their_windows():
+def test_overlapping_frames_are_the_weighted_mean_of_their_windows():
     def position(x, t, **_):  # each frame's output is its index inside its window
         return torch.arange(x.shape[2], dtype=x.dtype).view(1, 1, -1, 1, 1).expand_as(x)
 
     out = WindowedDenoiser(position, 4, 2)(torch.zeros(1, 1, 8, 1, 1), torch.zeros(1))[0, 0, :, 0, 0]
-    # windows at 0, 2, 4; weights 1 2 2 1: frame 0 only in the first (index 0), frame 2 is index 2 (weight 2)
-    # of the first and index 0 (weight 1) of the second, frame 7 index 3 of the last
+    # windows at 0, 2, 4; weights e, 1 + e, 1 + e, e: frame 0 only in the first (index 0), frame 2 is index 2
+    # (weight 1 + e) of the first and index 0 (weight e) of the second, frame 7 index 3 of the last
+    e = EDGE_WEIGHT
     assert out[0] == 0 and out[1] == 1 and out[7] == 3
-    assert out[2] == pytest.approx((2 * 2 + 1 * 0) / 3) and out[3] == pytest.approx((1 * 3 + 2 * 1) / 3)
+    assert out[2] == pytest.approx((1 + e) * 2 / (1 + 2 * e)) and out[3] == pytest.approx((3 * e + 1 + e) / (1 + 2 * e))
     short = torch.randn(2, 1, 3, 2, 2)
     assert torch.equal(WindowedDenoiser(position, 4, 2)(short, torch.zeros(2)), position(short, None))
 
