@@ -4,7 +4,9 @@
   (training targets and loss weights), :func:`make_scheduler` (DDPM, DDIM, DPM-Solver++);
 * :mod:`~lvmm.diffusion.guidance`: :class:`ClassifierFreeGuidance`, the energy terms (:class:`LoopGuidance`,
   :class:`MaskGuidance`, :class:`DragGuidance`), :class:`StepSchedule`;
-* :mod:`~lvmm.diffusion.sampling`: :func:`sample`, the one sampling loop.
+* :mod:`~lvmm.diffusion.sampling`: :func:`sample`, the one sampling loop;
+* :mod:`~lvmm.diffusion.windows`: :class:`~lvmm.diffusion.windows.WindowedDenoiser`, a network of K frames
+  run on overlapping windows of a longer sequence (long clips).
 
 :func:`load_motion_diffusion` rebuilds, from a stage-two checkpoint alone, the U-Net and everything the
 sampler needs.
