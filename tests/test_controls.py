@@ -285,7 +285,9 @@ def test_long_clips_windows_and_repeated_loops(animators):
     short = an.animate(photo, [0], AnimationOptions(steps=2))[0]
     assert not np.array_equal(long.frames[1:5], short.frames[1:5])
     pair = an.animate(photo, [5, 0], AnimationOptions(steps=2, total_frames=12))
-    assert torch.allclose(pair[1].fields, long.fields, atol=1e-5)
+    # float rounding only: BLAS blocks a batch of 2 differently from 1, and the sampler amplifies it
+    # (2e-7 to 6e-5 measured on two CPUs); another seed's clip differs by about 0.1
+    assert torch.allclose(pair[1].fields, long.fields, atol=2e-4)
     strided = an.animate(photo, [0], AnimationOptions(steps=2, total_frames=12, window_stride=1))[0]
     assert strided.metrics["windows"] == 8
     with pytest.raises(AnimationError, match="stride"):
