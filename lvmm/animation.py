@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from lvmm import controls
+from lvmm.allocator import retain_freed_memory
 from lvmm.diffusion import DragGuidance, LoopGuidance, MaskGuidance, StepSchedule, load_motion_diffusion
 from lvmm.diffusion.sampling import sample_motion
 from lvmm.diffusion.windows import WindowedDenoiser, window_starts
@@ -238,7 +239,8 @@ class Animator:
     """Stage one + stage two + ImageBind behind one call: :meth:`animate`.
 
     Build it with :meth:`from_checkpoints`. ``encoder`` is an :class:`lvmm.imagebind.ImageBindEncoder`
-    whose embedding size matches the stage-two model's condition size.
+    whose embedding size matches the stage-two model's condition size. On CPU it keeps freed memory in the
+    process for reuse (:func:`lvmm.allocator.retain_freed_memory`).
     """
 
     def __init__(
@@ -247,6 +249,8 @@ class Animator:
         self.device = (
             torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         )
+        if self.device.type == "cpu":
+            retain_freed_memory()
         self.motion, self.unet = motion.to(self.device).eval(), unet.to(self.device).eval()
         self.config, self.extra, self.encoder = config, extra, encoder
         if encoder is not None and encoder.dim != extra["cond_dim"]:

@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--stage2", default="tiny", help="configs/stage2/NAME.yaml")
     p.add_argument("--size", type=int, default=128, help="working short side (0: the configs' frame size)")
     p.add_argument("--frames", type=int, default=FRAMES, help="frames as played (I_0 included)")
-    p.add_argument("--repeats", type=int, default=2, help="best of this many runs per row")
+    p.add_argument("--repeats", type=int, default=3, help="best of this many runs per row (memory from the first)")
     p.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")
     p.add_argument("--no-photo", action="store_true", help="skip the 1024x768 full-resolution rows")
     p.add_argument("--profile", type=Path, default=None, help="write a torch.profiler table of the default row here")
